@@ -1,0 +1,221 @@
+"""The one config object: typed, frozen, loaded from one TOML file plus environment overrides.
+
+Defaults are the numbers of GAME.md. A bad value fails at load with a message naming the key.
+Environment overrides: ITG_<SECTION>__<KEY>=value (value parsed as a TOML literal when it can
+be, else taken as a string), e.g. ITG_MATCHER__SNAPSHOT_INTERVAL_S=5, ITG_BUS__TRANSPORT=tcp.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from common.money import to_ticks
+
+log = logging.getLogger(__name__)
+
+PHASES = ("pre_open", "opening_auction", "continuous", "closed")
+ORDER_TYPES = ("limit", "market")
+SERVICES = ("dbwriter", "matcher", "simulator", "events", "gateway")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class RoleConfig(_Section, frozen=True, kw_only=True):
+    maker_fee_cents: int  # per contract, + = rebate (credit)
+    taker_fee_cents: int
+    position_limit: int  # per option, resting orders counted as worst-case fills
+    total_position_limit: int  # sum over options of the worst-case absolute position
+    underlying_position_limit: int = 10_000
+    min_order_size: int = 1
+    max_order_size: int
+    max_orders_per_s: int
+    order_types: tuple[str, ...] = ORDER_TYPES
+    position_limit_code: str = "POSITION_LIMIT_EXCEEDED"
+    signals: tuple[str, ...] = ()
+    registrable: bool = True  # False for the house retail team: not registrable over the API
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_order_size <= self.max_order_size:
+            raise ValueError("need 1 <= min_order_size <= max_order_size")
+        if min(self.position_limit, self.total_position_limit, self.max_orders_per_s) < 1:
+            raise ValueError("limits and rates must be positive")
+        if unknown := set(self.order_types) - set(ORDER_TYPES):
+            raise ValueError(f"unknown order types {sorted(unknown)}")
+
+
+def _default_roles() -> dict[str, RoleConfig]:
+    return {
+        "market_maker": RoleConfig(
+            maker_fee_cents=2, taker_fee_cents=-1, position_limit=50, total_position_limit=200,
+            max_order_size=1000, max_orders_per_s=10, position_limit_code="MM_POS_LIMIT",
+        ),
+        "hedge_fund": RoleConfig(
+            maker_fee_cents=1, taker_fee_cents=-2, position_limit=150, total_position_limit=500,
+            max_order_size=500, max_orders_per_s=5, signals=("volatility_forecast",),
+        ),
+        "arbitrage": RoleConfig(
+            maker_fee_cents=1, taker_fee_cents=-2, position_limit=100, total_position_limit=300,
+            max_order_size=500, max_orders_per_s=7, signals=("tracking_error",),
+        ),
+        "retail": RoleConfig(
+            maker_fee_cents=-1, taker_fee_cents=-3, position_limit=50, total_position_limit=50,
+            max_order_size=50, max_orders_per_s=1,
+        ),
+        "house": RoleConfig(
+            maker_fee_cents=-1, taker_fee_cents=-3, position_limit=1_000_000,
+            total_position_limit=10_000_000, max_order_size=50, max_orders_per_s=1000,
+            registrable=False,
+        ),
+    }
+
+
+class UnderlyingConfig(_Section, frozen=True, kw_only=True):
+    symbol: str
+    start_price: float
+    strike_min: int
+    strike_max: int
+    strike_step: int
+    multiplier: int = 100  # per option contract
+
+    def __post_init__(self) -> None:
+        to_ticks(self.start_price)
+        if self.strike_step < 1 or self.strike_min > self.strike_max:
+            raise ValueError("need strike_step >= 1 and strike_min <= strike_max")
+
+
+def _default_underlyings() -> tuple[UnderlyingConfig, ...]:
+    return (
+        UnderlyingConfig(symbol="SPX", start_price=4400, strike_min=4200, strike_max=4600,
+                         strike_step=100),
+        UnderlyingConfig(symbol="SPY", start_price=440, strike_min=420, strike_max=460,
+                         strike_step=10),
+    )
+
+
+class GameConfig(_Section, frozen=True, kw_only=True):
+    seed: int = 42
+    initial_phase: str = "continuous"
+    max_price: float = 1_000_000.0  # an order above this is an absurd price: INVALID_PRICE
+    underlyings: tuple[UnderlyingConfig, ...] = msgspec.field(default_factory=_default_underlyings)
+    roles: dict[str, RoleConfig] = msgspec.field(default_factory=_default_roles)
+
+    def __post_init__(self) -> None:
+        if self.initial_phase not in PHASES:
+            raise ValueError(f"initial_phase must be one of {PHASES}")
+        to_ticks(self.max_price)
+
+    @property
+    def max_price_ticks(self) -> int:
+        return to_ticks(self.max_price)
+
+
+class MatcherConfig(_Section, frozen=True, kw_only=True):
+    snapshot_interval_s: float = 30.0
+    max_batch: int = 1000  # commands per journal group commit
+    fsync: bool = True  # False only for throwaway benchmarks: acks then survive no power cut
+    replay_ring: int = 100_000  # events kept per private topic for replay
+    md_replay_ring: int = 5_000  # events kept per public topic
+    book_depth: int = 5
+    snapshots_kept: int = 2
+
+    def __post_init__(self) -> None:
+        if self.snapshot_interval_s <= 0 or self.max_batch < 1 or self.replay_ring < 1:
+            raise ValueError("snapshot_interval_s, max_batch and replay_ring must be positive")
+
+
+class BusConfig(_Section, frozen=True, kw_only=True):
+    transport: str = "inproc"  # inproc (threads in one process) | ipc | tcp
+    ipc_dir: str = ""  # default: <data_dir>/run
+    bind_host: str = "*"
+    tcp_base_port: int = 5550
+    hosts: dict[str, str] = {}  # service -> host its tcp sockets are reached at (127.0.0.1)
+    heartbeat_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("inproc", "ipc", "tcp"):
+            raise ValueError("transport must be inproc, ipc or tcp")
+        if not 1024 <= self.tcp_base_port <= 65000:
+            raise ValueError("tcp_base_port must be within 1024..65000")
+
+
+class Config(_Section, frozen=True, kw_only=True):
+    data_dir: str = "data"
+    log_level: str = "INFO"
+    game: GameConfig = msgspec.field(default_factory=GameConfig)
+    matcher: MatcherConfig = msgspec.field(default_factory=MatcherConfig)
+    bus: BusConfig = msgspec.field(default_factory=BusConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith("ITG_") or name == "ITG_CONFIG":
+            continue
+        path = name[4:].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _parse_literal(raw)
+    return tree
+
+
+def _parse_literal(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """File, then environment, then explicit overrides (CLI flags); validated as a whole."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    path = path or env.get("ITG_CONFIG")
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    raw = _merge(_merge(raw, _env_overrides(env)), overrides or {})
+    try:
+        return msgspec.convert(raw, Config, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"config: {exc}") from exc
+
+
+def describe(config: Config) -> str:
+    """One log line with the effective config (it holds no secrets yet; redact them here)."""
+    return msgspec.json.encode(config).decode()

@@ -1,0 +1,63 @@
+"""Team accounts: positions, open (resting) exposure, cash and fees. Pure bookkeeping.
+
+Cash and fees are integer cents. Fee sign convention (API.md): + is a rebate (credit).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+import msgspec
+
+NS_PER_S = 1_000_000_000
+
+
+class Team(msgspec.Struct, kw_only=True):
+    team_id: str
+    team_name: str
+    role: str
+    key_hash: str
+    created_ns: int
+
+
+class Account(msgspec.Struct, kw_only=True):
+    team_id: str
+    role: str
+    cash: int = 0  # cents, fees included
+    fees: int = 0  # cents, net: + = rebates exceed fees
+    positions: dict[str, int] = msgspec.field(default_factory=dict)
+    open_buy: dict[str, int] = msgspec.field(default_factory=dict)
+    open_sell: dict[str, int] = msgspec.field(default_factory=dict)
+    recent: list[int] = msgspec.field(default_factory=list)  # ts of orders accepted in the last 1 s
+
+    def apply_fill(
+        self, instrument_id: str, side: str, quantity: int, price: int, multiplier: int, fee: int
+    ) -> None:
+        signed = quantity if side == "buy" else -quantity
+        self.positions[instrument_id] = self.positions.get(instrument_id, 0) + signed
+        self.cash += fee - signed * price * multiplier
+        self.fees += fee
+
+    def add_open(self, instrument_id: str, side: str, quantity: int) -> None:
+        book = self.open_buy if side == "buy" else self.open_sell
+        book[instrument_id] = book.get(instrument_id, 0) + quantity
+
+    def remove_open(self, instrument_id: str, side: str, quantity: int) -> None:
+        book = self.open_buy if side == "buy" else self.open_sell
+        left = book[instrument_id] - quantity
+        if left:
+            book[instrument_id] = left
+        else:
+            del book[instrument_id]
+
+    def worst_case(self, instrument_id: str, side: str = "", quantity: int = 0) -> int:
+        """Largest absolute position if every resting order (plus the one asked) filled."""
+        pos = self.positions.get(instrument_id, 0)
+        buys = self.open_buy.get(instrument_id, 0) + (quantity if side == "buy" else 0)
+        sells = self.open_sell.get(instrument_id, 0) + (quantity if side == "sell" else 0)
+        return max(abs(pos + buys), abs(pos - sells))
+
+    def orders_in_window(self, ts_ns: int) -> int:
+        """Orders accepted in the second before ts_ns (the window slides with command time)."""
+        del self.recent[: bisect_right(self.recent, ts_ns - NS_PER_S)]
+        return len(self.recent)

@@ -1,0 +1,66 @@
+"""The opening auction: one uniform-price cross over a book that filled up without matching.
+
+The price maximises executable volume; ties go to the smallest imbalance, then to the midpoint
+of the tied range rounded to the tick (half a tick rounds up). Every price inside the tied
+range executes the same volume, so the midpoint is always a valid clearing price.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from services.matcher.book import Order, OrderBook
+
+Match = tuple[Order, Order, int]  # (buy, sell, quantity)
+
+
+def clearing_price(
+    bids: list[tuple[int, int]], asks: list[tuple[int, int]]
+) -> tuple[int, int] | None:
+    """(price, volume) for aggregated levels (price, quantity); None if nothing crosses."""
+    best: tuple[int, int] | None = None
+    tied: list[int] = []
+    for price in sorted({p for p, _ in bids} | {p for p, _ in asks}):
+        demand = sum(q for p, q in bids if p >= price)
+        supply = sum(q for p, q in asks if p <= price)
+        volume = min(demand, supply)
+        if not volume:
+            continue
+        key = (volume, -abs(demand - supply))
+        if best is None or key > best:
+            best, tied = key, [price]
+        elif key == best:
+            tied.append(price)
+    if best is None:
+        return None
+    return (tied[0] + tied[-1] + 1) // 2, best[0]
+
+
+def uncross(book: OrderBook) -> tuple[int, list[Match], list[Order]] | None:
+    """The cross for `book`: (price, matches, []), or (price, [], [order]) when a team would
+    trade with itself — the caller cancels that newer order and asks again."""
+    found = clearing_price(book.bids.depth(None), book.asks.depth(None))
+    if found is None:
+        return None
+    price, volume = found
+    matches: list[Match] = []
+    buys, sells = _fills(book.bids.live_orders()), _fills(book.asks.live_orders())
+    (buy, buy_left), (sell, sell_left) = next(buys), next(sells)
+    while volume:
+        if buy.team_id == sell.team_id:
+            newer = max(buy, sell, key=lambda o: (o.ts_ns, o.order_id))
+            return price, [], [newer]
+        quantity = min(buy_left, sell_left, volume)
+        matches.append((buy, sell, quantity))
+        volume -= quantity
+        buy_left -= quantity
+        sell_left -= quantity
+        if volume and not buy_left:
+            buy, buy_left = next(buys)
+        if volume and not sell_left:
+            sell, sell_left = next(sells)
+    return price, matches, []
+
+
+def _fills(orders: list[Order]) -> Iterator[tuple[Order, int]]:
+    return ((o, o.remaining) for o in orders)

@@ -1,0 +1,337 @@
+"""The matcher's deterministic core: command in, events out. No I/O, no clock, no randomness.
+
+One thread runs `apply` per command: validate, match, book positions and fees, and emit the
+events, each stamped with its topic's next seq. Time comes with the command (the sequencer
+stamps it before journaling), so replaying the journal reproduces every event and the state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from common import topics
+from common.config import PHASES, GameConfig
+from common.instruments import build_instruments
+from common.messages import (
+    BookDelta,
+    CancelAck,
+    CancelAll,
+    CancelOrder,
+    CancelReject,
+    Command,
+    Event,
+    ExecutionReport,
+    MarketStatus,
+    NewOrder,
+    OrderAck,
+    OrderReject,
+    OrderResult,
+    PriceMark,
+    RegisterTeam,
+    Response,
+    SetHalt,
+    SetPhase,
+    TeamInfo,
+    TradePrint,
+)
+from services.matcher.accounts import Account, Team
+from services.matcher.auction import uncross
+from services.matcher.book import Fill, Order, OrderBook
+from services.matcher.validator import Reject, Validator
+
+Out = tuple[bytes, Event]
+CANCEL_FAILED = "Cancel failed: Order not found"  # one text for every case: existence never leaks
+
+
+class Engine:
+    def __init__(self, game: GameConfig, epoch: int = 0) -> None:
+        self.game = game
+        self.epoch = epoch
+        self.instruments = build_instruments(game)
+        self.validator = Validator(game, self.instruments)
+        self.books = {iid: OrderBook(iid) for iid in self.instruments}
+        self._book_topic = {iid: topics.book(iid) for iid in self.instruments}
+        self._trade_topic = {iid: topics.trade(iid) for iid in self.instruments}
+        self._exec_topic: dict[str, bytes] = {}
+        self._handlers: dict[type[Command], Callable[[Any], None]] = {
+            NewOrder: self._new_order, CancelOrder: self._cancel, CancelAll: self._cancel_all,
+            RegisterTeam: self._register, SetPhase: self._set_phase, SetHalt: self._set_halt,
+            PriceMark: self._mark,
+        }
+        self.out: list[Out] = []
+        self._dirty: set[OrderBook] = set()
+        self._ts = 0
+        # --- state (what a snapshot holds; see services/matcher/state.py) ---
+        self.last_seq = 0
+        self.phase = game.initial_phase
+        self.halted: set[str] = set()
+        self.counters = {"order": 0, "trade": 0, "team": 0}
+        self.teams: dict[str, Team] = {}
+        self.accounts: dict[str, Account] = {}
+        self.live: dict[str, Order] = {}  # resting orders by id, in acceptance order
+        self.coids: dict[str, dict[str, Response]] = {}  # team -> client_order_id -> answer
+        self.seqs: dict[bytes, int] = {}
+        self.marks: dict[str, int] = {}
+        self.last_trades: dict[str, TradePrint] = {}
+
+    # --- entry point ---
+
+    def apply(self, cmd: Command, seq: int, ts_ns: int) -> list[Out]:
+        self.out = []
+        self._ts = ts_ns
+        self.last_seq = seq
+        self._handlers[type(cmd)](cmd)
+        for book in self._dirty:
+            changes = book.drain_changes()
+            if changes:
+                self._emit(self._book_topic[book.instrument_id],
+                           BookDelta(instrument_id=book.instrument_id, changes=changes))
+        self._dirty.clear()
+        return self.out
+
+    def _emit(self, topic: bytes, event: Event) -> None:
+        seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1
+        event.seq, event.ts_ns, event.epoch = seq, self._ts, self.epoch
+        self.out.append((topic, event))
+
+    def _respond(self, cmd: Command, **fields: Any) -> Response:
+        response = Response(req_id=cmd.req_id, **fields)
+        if cmd.gw:
+            self._emit(topics.response(cmd.gw), response)
+        return response
+
+    def _to_team(self, team_id: str, event: Event) -> None:
+        topic = self._exec_topic.get(team_id)
+        if topic is None:
+            topic = self._exec_topic[team_id] = topics.execs(team_id)
+        self._emit(topic, event)
+
+    # --- orders ---
+
+    def _new_order(self, cmd: NewOrder) -> None:
+        acct = self.accounts.get(cmd.team_id)
+        if acct is None:
+            self._respond(cmd, ok=False, code="TEAM_NOT_FOUND", message="Team not found")
+            return
+        coid = cmd.client_order_id
+        if coid is not None and (prior := self.coids.get(cmd.team_id, {}).get(coid)):
+            self._respond(cmd, **_fields(prior, exclude=("req_id", "seq", "ts_ns", "epoch")))
+            return
+        reject = self.validator.check(cmd, acct, self._ts, self.phase, self.halted)
+        book = self.books.get(cmd.instrument_id)
+        if reject is None and book and cmd.order_type == "market" and not book.contra_liquidity(
+            cmd.side, cmd.team_id
+        ):
+            reject = Reject("NO_LIQUIDITY", "No liquidity for market order",
+                            {"instrument_id": cmd.instrument_id, "side": cmd.side})
+        if reject is not None:
+            self._reject(cmd, reject)
+            return
+        self._accept(cmd, acct)
+
+    def _reject(self, cmd: NewOrder, r: Reject) -> None:
+        self._to_team(cmd.team_id, OrderReject(
+            order_id=None, client_order_id=cmd.client_order_id, team_id=cmd.team_id,
+            instrument_id=cmd.instrument_id, error_code=r.code, reason=r.message,
+            details=r.details))
+        self._respond(cmd, ok=False, code=r.code, message=r.message, details=r.details)
+
+    def _accept(self, cmd: NewOrder, acct: Account) -> None:
+        acct.recent.append(self._ts)
+        self.counters["order"] += 1
+        market = cmd.order_type == "market"
+        order = Order(
+            order_id=f"ORD_{self.counters['order']:08d}", team_id=cmd.team_id,
+            instrument_id=cmd.instrument_id, side=cmd.side, order_type=cmd.order_type,
+            price=None if market else cmd.price, quantity=cmd.quantity, remaining=cmd.quantity,
+            client_order_id=cmd.client_order_id, ts_ns=self._ts)
+        self._to_team(cmd.team_id, OrderAck(
+            order_id=order.order_id, client_order_id=order.client_order_id, team_id=order.team_id,
+            instrument_id=order.instrument_id, side=order.side, quantity=order.quantity,
+            order_type=order.order_type, price=order.price))
+        book = self.books[order.instrument_id]
+        self._dirty.add(book)
+        if self.phase == "continuous":
+            fills, self_trades = book.match(order)
+            for maker, quantity in self_trades:
+                self._drop(maker, quantity, "self_trade")
+            for fill in fills:
+                self._trade(order, fill, "taker")
+        if order.remaining and not market:
+            book.rest(order)
+            self.live[order.order_id] = order
+            acct.add_open(order.instrument_id, order.side, order.remaining)
+        elif order.remaining:
+            self._to_team(order.team_id, _cancel_ack(order, order.remaining, "market_remainder"))
+        result = _result(order, "cancelled" if market and order.remaining else None)
+        response = self._respond(cmd, ok=True, order_id=order.order_id, result=result)
+        if order.client_order_id is not None:
+            self.coids.setdefault(order.team_id, {})[order.client_order_id] = response
+
+    def _trade(self, taker: Order, fill: Fill, taker_liquidity: str) -> None:
+        maker, quantity, price = fill
+        self.counters["trade"] += 1
+        trade_id = f"TRD_{self.counters['trade']:08d}"
+        iid = taker.instrument_id
+        multiplier = self.instruments[iid].multiplier
+        for order, liquidity in ((maker, "maker"), (taker, taker_liquidity)):
+            acct = self.accounts[order.team_id]
+            role = self.game.roles[acct.role]
+            rate = role.maker_fee_cents if liquidity == "maker" else role.taker_fee_cents
+            fee = quantity * rate
+            acct.apply_fill(iid, order.side, quantity, price, multiplier, fee)
+            order.filled += quantity
+            order.notional += quantity * price
+            if order is maker or taker_liquidity == "maker":  # resting orders only
+                acct.remove_open(iid, order.side, quantity)
+                if not order.remaining:
+                    del self.live[order.order_id]
+            self._to_team(order.team_id, ExecutionReport(
+                order_id=order.order_id, client_order_id=order.client_order_id,
+                team_id=order.team_id, trade_id=trade_id, instrument_id=iid, side=order.side,
+                executed_quantity=quantity, executed_price=price,
+                remaining_quantity=order.remaining,
+                order_status="partially_filled" if order.remaining else "filled",
+                liquidity=liquidity, fee=fee))
+        aggressor = taker.side if taker_liquidity == "taker" else "auction"
+        trade = TradePrint(trade_id=trade_id, instrument_id=iid, price=price, quantity=quantity,
+                           aggressor=aggressor)
+        self._emit(self._trade_topic[iid], trade)
+        self.last_trades[iid] = trade
+
+    def _drop(self, order: Order, quantity: int, reason: str) -> None:
+        """Bookkeeping for a resting order that leaves the book without trading."""
+        del self.live[order.order_id]
+        self.accounts[order.team_id].remove_open(order.instrument_id, order.side, quantity)
+        self._to_team(order.team_id, _cancel_ack(order, quantity, reason))
+
+    def _remove(self, order: Order, reason: str) -> None:
+        book = self.books[order.instrument_id]
+        self._dirty.add(book)
+        self._drop(order, book.cancel(order), reason)
+
+    def _cancel(self, cmd: CancelOrder) -> None:
+        order = self.live.get(cmd.order_id)
+        if order is None or order.team_id != cmd.team_id:
+            if cmd.team_id in self.accounts:
+                self._to_team(cmd.team_id, CancelReject(
+                    order_id=cmd.order_id, team_id=cmd.team_id, error_code="CANCEL_FAILED",
+                    reason=CANCEL_FAILED))
+            self._respond(cmd, ok=False, code="CANCEL_FAILED", message=CANCEL_FAILED,
+                          order_id=cmd.order_id, details={"order_id": cmd.order_id})
+            return
+        self._remove(order, "user_requested")
+        self._respond(cmd, ok=True, order_id=order.order_id, result=_result(order, "cancelled"))
+
+    def _cancel_all(self, cmd: CancelAll) -> None:
+        orders = [o for o in self.live.values() if o.team_id == cmd.team_id]
+        for order in orders:
+            self._remove(order, cmd.reason)
+        self._respond(cmd, ok=True, details={"team_id": cmd.team_id, "cancelled": len(orders)})
+
+    # --- game administration ---
+
+    def _register(self, cmd: RegisterTeam) -> None:
+        role = self.game.roles.get(cmd.role)
+        if role is None or not role.registrable:
+            self._respond(cmd, ok=False, code="UNSUPPORTED_ROLE",
+                          message=f"Unsupported role: {cmd.role}", details={"role": cmd.role})
+            return
+        name = cmd.team_name
+        if not 1 <= len(name) <= 50 or any(t.team_name.casefold() == name.casefold()
+                                           for t in self.teams.values()):
+            code = "DUPLICATE_TEAM_NAME" if name else "INVALID_TEAM_NAME"
+            self._respond(cmd, ok=False, code=code, message=f"Team name not available: {name!r}",
+                          details={"team_name": name})
+            return
+        team = self.add_team(name, cmd.role, cmd.key_hash)
+        self._respond(cmd, ok=True, result=team_info(team))
+
+    def add_team(self, name: str, role: str, key_hash: str) -> Team:
+        self.counters["team"] += 1
+        team = Team(team_id=f"TEAM_{self.counters['team']:03d}", team_name=name, role=role,
+                    key_hash=key_hash, created_ns=self._ts)
+        self.teams[team.team_id] = team
+        self.accounts[team.team_id] = Account(team_id=team.team_id, role=role)
+        return team
+
+    def _set_phase(self, cmd: SetPhase) -> None:
+        if cmd.phase not in PHASES:
+            self._respond(cmd, ok=False, code="INVALID_PHASE", message=f"Unknown phase {cmd.phase}",
+                          details={"phase": cmd.phase, "allowed": list(PHASES)})
+            return
+        before, self.phase = self.phase, cmd.phase
+        if cmd.phase == "continuous" and before in ("pre_open", "opening_auction"):
+            for book in self.books.values():
+                self._run_auction(book)
+        elif cmd.phase == "closed":
+            for order in list(self.live.values()):
+                self._remove(order, "market_closed")
+        self._publish_status()
+        self._respond(cmd, ok=True, details={"phase": self.phase, "previous": before})
+
+    def _run_auction(self, book: OrderBook) -> None:
+        while (cross := uncross(book)) is not None:
+            price, matches, self_trades = cross
+            for order in self_trades:  # never a trade with yourself: the newer order goes
+                self._remove(order, "self_trade")
+            if self_trades:
+                continue
+            self._dirty.add(book)
+            for buy, sell, quantity in matches:
+                book.take(buy, quantity)
+                book.take(sell, quantity)
+                self._trade(sell, Fill(buy, quantity, price), "maker")
+            return
+
+    def _set_halt(self, cmd: SetHalt) -> None:
+        if cmd.instrument_id not in self.instruments:
+            self._respond(cmd, ok=False, code="INVALID_INSTRUMENT",
+                          message=f"Unknown instrument: {cmd.instrument_id}",
+                          details={"instrument_id": cmd.instrument_id})
+            return
+        (self.halted.add if cmd.halted else self.halted.discard)(cmd.instrument_id)
+        self._publish_status()
+        self._respond(cmd, ok=True, details={"instrument_id": cmd.instrument_id,
+                                             "halted": cmd.halted})
+
+    def _publish_status(self) -> None:
+        self._emit(topics.STATUS, self.status())
+
+    def status(self) -> MarketStatus:
+        return MarketStatus(phase=self.phase, halted=sorted(self.halted))
+
+    def _mark(self, cmd: PriceMark) -> None:
+        if cmd.instrument_id in self.instruments and cmd.price > 0:
+            self.marks[cmd.instrument_id] = cmd.price
+            self._respond(cmd, ok=True)
+        else:
+            self._respond(cmd, ok=False, code="INVALID_INSTRUMENT", message="Bad mark",
+                          details={"instrument_id": cmd.instrument_id, "price": cmd.price})
+
+
+def team_info(team: Team) -> TeamInfo:
+    return TeamInfo(team_id=team.team_id, team_name=team.team_name, role=team.role,
+                    created_ns=team.created_ns)
+
+
+def _cancel_ack(order: Order, quantity: int, reason: str) -> CancelAck:
+    return CancelAck(order_id=order.order_id, client_order_id=order.client_order_id,
+                     team_id=order.team_id, instrument_id=order.instrument_id,
+                     cancelled_quantity=quantity, reason=reason)
+
+
+def _result(order: Order, status: str | None = None) -> OrderResult:
+    if status is None:
+        status = "filled" if not order.remaining else (
+            "partially_filled" if order.filled else "new")
+    return OrderResult(order_id=order.order_id, client_order_id=order.client_order_id,
+                       status=status, filled_quantity=order.filled,
+                       remaining_quantity=order.remaining, notional=order.notional)
+
+
+def _fields(struct: msgspec.Struct, exclude: tuple[str, ...]) -> dict[str, Any]:
+    return {f: getattr(struct, f) for f in struct.__struct_fields__ if f not in exclude}
