@@ -151,10 +151,20 @@ class BusConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("tcp_base_port must be within 1024..65000")
 
 
+class GatewayConfig(_Section, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be within 0..65535")
+
+
 class Config(_Section, frozen=True, kw_only=True):
     data_dir: str = "data"
     log_level: str = "INFO"
     game: GameConfig = msgspec.field(default_factory=GameConfig)
+    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
     matcher: MatcherConfig = msgspec.field(default_factory=MatcherConfig)
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
 

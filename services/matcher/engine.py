@@ -66,6 +66,7 @@ class Engine:
         self._ts = 0
         # --- state (what a snapshot holds; see services/matcher/state.py) ---
         self.last_seq = 0
+        self.last_ts = 0
         self.phase = game.initial_phase
         self.halted: set[str] = set()
         self.counters = {"order": 0, "trade": 0, "team": 0}
@@ -82,7 +83,6 @@ class Engine:
     def apply(self, cmd: Command, seq: int, ts_ns: int) -> list[Out]:
         self.out = []
         self._ts = ts_ns
-        self.last_seq = seq
         self._handlers[type(cmd)](cmd)
         for book in self._dirty:
             changes = book.drain_changes()
@@ -90,6 +90,7 @@ class Engine:
                 self._emit(self._book_topic[book.instrument_id],
                            BookDelta(instrument_id=book.instrument_id, changes=changes))
         self._dirty.clear()
+        self.last_seq, self.last_ts = seq, ts_ns
         return self.out
 
     def _emit(self, topic: bytes, event: Event) -> None:

@@ -21,6 +21,7 @@ STATE_VERSION = 1
 class EngineState(msgspec.Struct, kw_only=True):
     version: int = STATE_VERSION
     last_seq: int
+    last_ts: int
     phase: str
     halted: list[str]
     counters: dict[str, int]
@@ -36,7 +37,8 @@ class EngineState(msgspec.Struct, kw_only=True):
 def capture(engine: Engine) -> EngineState:
     """A deep copy of the engine's state (safe to encode later while the engine runs on)."""
     state = EngineState(
-        last_seq=engine.last_seq, phase=engine.phase, halted=sorted(engine.halted),
+        last_seq=engine.last_seq, last_ts=engine.last_ts, phase=engine.phase,
+        halted=sorted(engine.halted),
         counters=engine.counters, teams=list(engine.teams.values()),
         accounts=list(engine.accounts.values()),
         orders=[o for book in engine.books.values() for o in book.live_orders()],
@@ -51,7 +53,7 @@ def restore(engine: Engine, state: EngineState) -> None:
     """Load `state` into a freshly built engine."""
     if state.version != STATE_VERSION:
         raise ValueError(f"snapshot version {state.version}, this build reads {STATE_VERSION}")
-    engine.last_seq, engine.phase = state.last_seq, state.phase
+    engine.last_seq, engine.last_ts, engine.phase = state.last_seq, state.last_ts, state.phase
     engine.halted = set(state.halted)
     engine.counters = dict(state.counters)
     engine.teams = {t.team_id: t for t in state.teams}

@@ -1,0 +1,154 @@
+"""The small base every service is built on: poll loop, readiness, heartbeat, bad-frame
+counters and bounded shutdown. Subclasses implement hooks; `run` itself is not overridden.
+
+A service creates its sockets inside `run`, in the thread that uses them, so the same
+object runs as a thread (sharing the launcher's Context, needed for inproc) or as the main
+thread of its own process (see `run_process`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, ClassVar, TypeVar
+
+import zmq
+
+from common import topics
+from common.config import Config
+from common.messages import DecodeError, Heartbeat, Message, decode, encode
+from common.transport import make_socket
+
+log = logging.getLogger(__name__)
+
+Socket = zmq.Socket[bytes]
+Context = zmq.Context[Socket]
+M = TypeVar("M", bound=Message)
+
+
+class Service:
+    name: ClassVar[str]
+    poll_ms: ClassVar[int] = 50
+
+    def __init__(self, config: Config, ctx: Context | None = None) -> None:
+        self.config = config
+        self._ctx = ctx
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        self.counters: Counter[str] = Counter()
+        self.epoch = time.time_ns()
+        self.pub: Socket | None = None  # heartbeats go here when a service publishes
+        self._handlers: dict[Socket, Callable[[], None]] = {}
+        self._sockets: list[Socket] = []
+        self._beat_seq = 0
+
+    # --- hooks ---
+
+    def on_start(self, ctx: Context) -> None:
+        """Create sockets (self.socket) and register handlers (self.on_readable)."""
+
+    def on_tick(self, now: float) -> None:
+        """Periodic work, called after every poll round."""
+
+    def on_stop(self) -> None:
+        """Flush and release; sockets are closed afterwards by the base."""
+
+    def last_seq(self) -> int:
+        return 0
+
+    # --- the machinery ---
+
+    def run(self) -> None:
+        ctx = self._ctx or zmq.Context()
+        try:
+            self.on_start(ctx)
+            self.ready.set()
+            log.info("%s ready", self.name)
+            self._loop()
+        finally:
+            try:
+                self.on_stop()
+            finally:
+                for sock in self._sockets:
+                    sock.close(linger=0)
+                if self._ctx is None:
+                    ctx.term()
+                log.info("%s stopped", self.name)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def socket(self, ctx: Context, channel: str, bind: bool) -> Socket:
+        sock = make_socket(ctx, self.config, channel, bind)
+        self._sockets.append(sock)
+        return sock
+
+    def on_readable(self, sock: Socket, handler: Callable[[], None]) -> None:
+        self._handlers[sock] = handler
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        for sock in self._handlers:
+            poller.register(sock, zmq.POLLIN)
+        beat_every = self.config.bus.heartbeat_s
+        next_beat = 0.0
+        while not self.stopping.is_set():
+            for sock, _ in poller.poll(self.poll_ms):
+                self._handlers[sock]()
+            now = time.monotonic()
+            if now >= next_beat:
+                self.heartbeat()
+                next_beat = now + beat_every
+            self.on_tick(now)
+
+    def heartbeat(self) -> None:
+        if self.pub is None:
+            return
+        self._beat_seq += 1
+        beat = Heartbeat(service=self.name, last_seq=self.last_seq(), seq=self._beat_seq,
+                         ts_ns=time.time_ns(), epoch=self.epoch)
+        self.pub.send_multipart([topics.heartbeat(self.name), encode(beat)])
+
+    def decode_as(self, payload: bytes, kind: type[M] | tuple[type[M], ...]) -> M | None:
+        """Decode a frame of an expected kind; anything else is counted, logged once, dropped."""
+        try:
+            msg = decode(payload)
+        except DecodeError as exc:
+            self._bad("malformed", str(exc))
+            return None
+        if not isinstance(msg, kind):
+            self._bad("unexpected", type(msg).__name__)
+            return None
+        return msg
+
+    def _bad(self, kind: str, detail: str) -> None:
+        self.counters[f"bad_frames.{kind}"] += 1
+        if self.counters[f"bad_frames.{kind}"] == 1:
+            log.warning("%s: dropped a %s frame (%s); counting further ones", self.name, kind,
+                        detail)
+
+
+def run_process(service: Service) -> None:
+    """Run a service as the main thread of this process until SIGTERM or SIGINT.
+
+    The first signal asks for an orderly stop; a second one forces the exit.
+    """
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if service.stopping.is_set():
+            raise SystemExit(128 + signum)
+        log.info("%s: signal %d, stopping", service.name, signum)
+        service.stop()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous: dict[int, Any] = {s: signal.signal(s, handle) for s in signals}
+    try:
+        service.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

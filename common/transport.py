@@ -1,0 +1,63 @@
+"""The channel table: every bus socket's type, owner and address, built in one place.
+
+The owner binds; everyone else connects. The same names resolve to inproc (threads in one
+process sharing a Context), ipc (processes on one host) or tcp (processes anywhere).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import zmq
+
+from common.config import Config
+
+
+class Channel(NamedTuple):
+    owner: str
+    bind_type: int
+    connect_type: int
+    port_offset: int
+
+
+CHANNELS: dict[str, Channel] = {
+    "commands": Channel("matcher", zmq.PULL, zmq.PUSH, 0),
+    "matcher_pub": Channel("matcher", zmq.PUB, zmq.SUB, 1),
+    "matcher_rpc": Channel("matcher", zmq.ROUTER, zmq.DEALER, 2),
+}
+
+HWM = 1_000_000  # deep queues: a burst waits in memory rather than being dropped
+
+
+def ipc_dir(config: Config) -> Path:
+    return Path(config.bus.ipc_dir or config.data_path / "run")
+
+
+def address(config: Config, channel: str, bind: bool = False) -> str:
+    ch = CHANNELS[channel]
+    bus = config.bus
+    if bus.transport == "inproc":
+        return f"inproc://itg.{channel}"
+    if bus.transport == "ipc":
+        return f"ipc://{ipc_dir(config) / channel}.sock"
+    host = bus.bind_host if bind else bus.hosts.get(ch.owner, "127.0.0.1")
+    return f"tcp://{host}:{bus.tcp_base_port + ch.port_offset}"
+
+
+def make_socket(ctx: zmq.Context[zmq.Socket[bytes]], config: Config, channel: str,
+                bind: bool) -> zmq.Socket[bytes]:
+    """A configured socket, bound (by the channel's owner) or connected (by everyone else)."""
+    ch = CHANNELS[channel]
+    sock = ctx.socket(ch.bind_type if bind else ch.connect_type)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, HWM)
+    sock.setsockopt(zmq.RCVHWM, HWM)
+    addr = address(config, channel, bind)
+    if bind:
+        if config.bus.transport == "ipc":
+            ipc_dir(config).mkdir(parents=True, exist_ok=True)
+        sock.bind(addr)
+    else:
+        sock.connect(addr)
+    return sock

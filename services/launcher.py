@@ -1,0 +1,89 @@
+"""Runs services as threads of one process over inproc: the embedded cluster.
+
+Whether a service runs as a thread here or as its own process (`itg service NAME`) is only
+a launcher choice; the service code is the same. Start order is consumers before producers;
+stop order is the reverse, so producers stop first and persistence flushes last.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+import zmq
+
+from common.config import SERVICES, Config
+from common.service import Context, Service
+from services.matcher.service import MatcherService
+
+log = logging.getLogger(__name__)
+
+BUILT: dict[str, type[Service]] = {"matcher": MatcherService}
+
+
+class ClusterError(RuntimeError):
+    """A service failed to start; the message says which and why."""
+
+
+def check_names(names: Sequence[str]) -> list[str]:
+    for name in names:
+        if name not in SERVICES:
+            raise ClusterError(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
+        if name not in BUILT:
+            raise ClusterError(f"service {name!r} is not built yet; built: {', '.join(BUILT)}")
+    return [n for n in SERVICES if n in names]  # canonical start order
+
+
+class Cluster:
+    def __init__(self, config: Config, names: Sequence[str] | None = None) -> None:
+        self.config = config
+        self.names = check_names(list(names) if names else list(BUILT))
+        self.ctx: Context = zmq.Context()
+        self.services: dict[str, Service] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._errors: dict[str, BaseException] = {}
+
+    def start(self, timeout: float = 30.0) -> None:
+        for name in self.names:
+            service = BUILT[name](self.config, self.ctx)
+            thread = threading.Thread(target=self._run, args=(name, service), name=f"itg-{name}",
+                                      daemon=True)
+            self.services[name], self._threads[name] = service, thread
+            thread.start()
+            self._wait_ready(name, service, thread, time.monotonic() + timeout)
+
+    def _run(self, name: str, service: Service) -> None:
+        try:
+            service.run()
+        except BaseException as exc:
+            self._errors[name] = exc
+            log.exception("%s crashed", name)
+
+    def _wait_ready(
+        self, name: str, svc: Service, thread: threading.Thread, deadline: float
+    ) -> None:
+        while not svc.ready.wait(0.05):
+            if not thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                why = self._errors.get(name, "did not become ready in time")
+                raise ClusterError(f"{name} failed to start: {why}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for name in reversed(list(self.services)):
+            self.services[name].stop()
+            self._threads[name].join(timeout)
+            if self._threads[name].is_alive():
+                log.error("%s did not stop within %.1f s", name, timeout)
+        self.services.clear()
+        self.ctx.term()
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

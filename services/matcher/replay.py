@@ -1,0 +1,33 @@
+"""Recent events per topic, kept encoded, so a consumer that saw a gap can ask for them again."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from common import topics
+from common.messages import ReplayReply
+
+
+class ReplayRings:
+    def __init__(self, private_size: int, public_size: int) -> None:
+        self._private_size = private_size
+        self._public_size = public_size
+        self._rings: dict[bytes, deque[bytes]] = {}
+        self._last: dict[bytes, int] = {}
+
+    def add(self, topic: bytes, seq: int, payload: bytes) -> None:
+        ring = self._rings.get(topic)
+        if ring is None:
+            size = self._public_size if topic.startswith(topics.MD) else self._private_size
+            ring = self._rings[topic] = deque(maxlen=size)
+        ring.append(payload)
+        self._last[topic] = seq
+
+    def replay(self, topic: bytes, from_seq: int) -> ReplayReply:
+        ring = self._rings.get(topic, deque())
+        last = self._last.get(topic, 0)
+        first = last - len(ring) + 1
+        start = max(from_seq, first)
+        payloads = [ring[i - first] for i in range(start, last + 1)]
+        return ReplayReply(topic=topic.decode(), payloads=payloads,
+                           complete=from_seq >= first or from_seq > last)

@@ -1,0 +1,49 @@
+"""Atomic state snapshots: write to a temp file, fsync, rename, fsync the directory.
+
+A file is `<crc32 u32>` + payload, so a damaged snapshot is detected and skipped for the
+previous one (whose journal segments are still there).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+
+from services.matcher.journal import fsync_dir
+
+log = logging.getLogger(__name__)
+
+_CRC = struct.Struct("<I")
+
+
+def _snapshots(directory: Path) -> list[Path]:
+    return sorted(directory.glob("snapshot-*.bin"))
+
+
+def write_snapshot(directory: Path, seq: int, payload: bytes, keep: int = 2) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"snapshot-{seq:020d}.bin"
+    tmp = final.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(_CRC.pack(zlib.crc32(payload)))
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(directory)
+    for old in _snapshots(directory)[:-keep]:
+        old.unlink()
+    return final
+
+
+def load_latest_snapshot(directory: Path) -> bytes | None:
+    """Payload of the newest intact snapshot, or None when there is none."""
+    for path in reversed(_snapshots(directory)):
+        data = path.read_bytes()
+        if len(data) >= _CRC.size and _CRC.unpack_from(data)[0] == zlib.crc32(data[_CRC.size :]):
+            return data[_CRC.size :]
+        log.error("snapshot %s is damaged; trying an older one", path)
+    return None
