@@ -17,23 +17,42 @@ Match = tuple[Order, Order, int]  # (buy, sell, quantity)
 def clearing_price(
     bids: list[tuple[int, int]], asks: list[tuple[int, int]]
 ) -> tuple[int, int] | None:
-    """(price, volume) for aggregated levels (price, quantity); None if nothing crosses."""
+    """(price, volume) for aggregated levels (price, quantity); None if nothing crosses.
+
+    Demand and supply only change at level prices, so every tick is covered by evaluating each
+    level price and each open gap between neighbouring level prices as one segment.
+    """
     best: tuple[int, int] | None = None
-    tied: list[int] = []
-    for price in sorted({p for p, _ in bids} | {p for p, _ in asks}):
-        demand = sum(q for p, q in bids if p >= price)
-        supply = sum(q for p, q in asks if p <= price)
+    lo = hi = 0
+    for first, last, demand, supply in _segments(bids, asks):
         volume = min(demand, supply)
-        if not volume:
-            continue
         key = (volume, -abs(demand - supply))
+        if not volume or (best is not None and key < best):
+            continue
         if best is None or key > best:
-            best, tied = key, [price]
-        elif key == best:
-            tied.append(price)
+            best, lo = key, first
+        hi = last
     if best is None:
         return None
-    return (tied[0] + tied[-1] + 1) // 2, best[0]
+    return (lo + hi + 1) // 2, best[0]
+
+
+def _segments(
+    bids: list[tuple[int, int]], asks: list[tuple[int, int]]
+) -> Iterator[tuple[int, int, int, int]]:
+    """(first tick, last tick, demand, supply) over runs of ticks with the same figures."""
+    prices = sorted({p for p, _ in bids} | {p for p, _ in asks})
+
+    def demand(price: int) -> int:
+        return sum(q for p, q in bids if p >= price)
+
+    def supply(price: int) -> int:
+        return sum(q for p, q in asks if p <= price)
+
+    for here, after in zip(prices, [*prices[1:], None][: len(prices)], strict=True):
+        yield here, here, demand(here), supply(here)
+        if after is not None and after - here >= 2:
+            yield here + 1, after - 1, demand(after), supply(here)
 
 
 def uncross(book: OrderBook) -> tuple[int, list[Match], list[Order]] | None:

@@ -62,7 +62,7 @@ class Engine:
             PriceMark: self._mark,
         }
         self.out: list[Out] = []
-        self._dirty: set[OrderBook] = set()
+        self._dirty: dict[OrderBook, None] = {}  # insertion-ordered: output order is state
         self._ts = 0
         # --- state (what a snapshot holds; see services/matcher/state.py) ---
         self.last_seq = 0
@@ -154,7 +154,7 @@ class Engine:
             instrument_id=order.instrument_id, side=order.side, quantity=order.quantity,
             order_type=order.order_type, price=order.price))
         book = self.books[order.instrument_id]
-        self._dirty.add(book)
+        self._dirty[book] = None
         if self.phase == "continuous":
             fills, self_trades = book.match(order)
             for maker, quantity in self_trades:
@@ -194,8 +194,8 @@ class Engine:
                 order_id=order.order_id, client_order_id=order.client_order_id,
                 team_id=order.team_id, trade_id=trade_id, instrument_id=iid, side=order.side,
                 executed_quantity=quantity, executed_price=price,
-                remaining_quantity=order.remaining,
-                order_status="partially_filled" if order.remaining else "filled",
+                remaining_quantity=order.quantity - order.filled,  # as of this fill
+                order_status="partially_filled" if order.quantity > order.filled else "filled",
                 liquidity=liquidity, fee=fee))
         aggressor = taker.side if taker_liquidity == "taker" else "auction"
         trade = TradePrint(trade_id=trade_id, instrument_id=iid, price=price, quantity=quantity,
@@ -211,7 +211,7 @@ class Engine:
 
     def _remove(self, order: Order, reason: str) -> None:
         book = self.books[order.instrument_id]
-        self._dirty.add(book)
+        self._dirty[book] = None
         self._drop(order, book.cancel(order), reason)
 
     def _cancel(self, cmd: CancelOrder) -> None:
@@ -281,7 +281,7 @@ class Engine:
                 self._remove(order, "self_trade")
             if self_trades:
                 continue
-            self._dirty.add(book)
+            self._dirty[book] = None
             for buy, sell, quantity in matches:
                 book.take(buy, quantity)
                 book.take(sell, quantity)
