@@ -189,6 +189,12 @@ class Ping(Message, tag="ping", kw_only=True):
     pass
 
 
+class Probe(Message, tag="probe", kw_only=True):
+    """Asks a producer to publish a Pong on resp.<gw>: proves a SUB socket is joined."""
+
+    gw: str
+
+
 class Pong(Message, tag="pong", kw_only=True):
     service: str
     epoch: int
@@ -278,6 +284,7 @@ AnyMessage = (
     | MarketStatus
     | Heartbeat
     | Ping
+    | Probe
     | Pong
     | SnapshotRequest
     | MarketSnapshot

@@ -78,7 +78,7 @@ class Cluster:
             if self._threads[name].is_alive():
                 log.error("%s did not stop within %.1f s", name, timeout)
         self.services.clear()
-        self.ctx.term()
+        self.ctx.destroy(linger=0)  # also closes sockets a caller forgot, instead of hanging
 
     def __enter__(self) -> Cluster:
         self.start()

@@ -26,6 +26,7 @@ from common.messages import (
     OpenOrder,
     Ping,
     Pong,
+    Probe,
     ReplayRequest,
     SnapshotRequest,
     TeamQuery,
@@ -147,6 +148,10 @@ class MatcherService(Service):
         match request:
             case Ping():
                 return Pong(service=self.name, epoch=self.epoch, last_seq=engine.last_seq)
+            case Probe(gw=gw):
+                pong = Pong(service=self.name, epoch=self.epoch, last_seq=engine.last_seq)
+                self.md.send_multipart([topics.response(gw), encode(pong)])
+                return pong
             case SnapshotRequest():
                 return self._market_snapshot()
             case ReplayRequest(topic=topic, from_seq=from_seq):

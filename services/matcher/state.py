@@ -69,8 +69,14 @@ def restore(engine: Engine, state: EngineState) -> None:
         book.drain_changes()
 
 
-def state_hash(engine: Engine) -> str:
-    return hashlib.blake2b(canonical(capture(engine)), digest_size=16).hexdigest()
+def state_hash(engine: Engine, sequencing: bool = True) -> str:
+    """Hash of the whole state; with sequencing=False, of the trading state alone (books,
+    accounts, teams, windows), leaving out the seq counters and clock every command advances."""
+    state = capture(engine)
+    if not sequencing:
+        state.last_seq = state.last_ts = 0
+        state.seqs = {}
+    return hashlib.blake2b(canonical(state), digest_size=16).hexdigest()
 
 
 def encode_state(state: EngineState) -> bytes:

@@ -1,0 +1,70 @@
+"""Shared fixtures: configs in temp dirs, and an engine harness that stamps seq and time."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.config import Config, load_config
+from common.messages import Command, Event, NewOrder, RegisterTeam
+from services.matcher.engine import Engine, Out
+
+
+def make_config(data_dir: Path, **overrides: Any) -> Config:
+    return load_config(env={}, overrides={"data_dir": str(data_dir), **overrides})
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path / "data")
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short path: ipc socket paths must stay under ~100 characters."""
+    path = Path(tempfile.mkdtemp(prefix="itg-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Harness:
+    """Drives an Engine the way the sequencer does: one seq and one later time per command."""
+
+    def __init__(self, config: Config, ms_per_command: int = 1) -> None:
+        self.engine = Engine(config.game)
+        self.seq = 0
+        self.ts = 1_700_000_000_000_000_000
+        self.step_ns = ms_per_command * 1_000_000
+
+    def apply(self, cmd: Command) -> list[Out]:
+        self.seq += 1
+        self.ts += self.step_ns
+        return self.engine.apply(cmd, self.seq, self.ts)
+
+    def team(self, name: str, role: str = "market_maker") -> str:
+        out = self.apply(RegisterTeam(gw="t", req_id=name, team_name=name, role=role,
+                                      key_hash=f"hash-{name}"))
+        response = out[-1][1]
+        assert response.ok, response  # type: ignore[attr-defined]
+        return response.result.team_id  # type: ignore[attr-defined, no-any-return]
+
+    def order(self, team: str, side: str, quantity: int, price: float | None = None,
+              instrument: str = "SPX_4500_CALL", **kw: Any) -> list[Out]:
+        ticks = None if price is None else round(price * 100)
+        order_type = kw.pop("order_type", "limit" if price is not None else "market")
+        return self.apply(NewOrder(gw="t", team_id=team, instrument_id=instrument, side=side,
+                                   quantity=quantity, price=ticks, order_type=order_type, **kw))
+
+
+def events(out: list[Out], kind: type[Event]) -> list[Any]:
+    return [e for _, e in out if isinstance(e, kind)]
+
+
+@pytest.fixture
+def harness(config: Config) -> Harness:
+    return Harness(config)

@@ -1,0 +1,181 @@
+"""The matcher as a running service on real ZeroMQ sockets (threads over inproc)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from common import topics
+from common.bus_client import MatcherClient
+from common.config import Config
+from common.messages import (
+    AccountQuery,
+    AccountReply,
+    BookDelta,
+    ErrorReply,
+    MarketSnapshot,
+    NewOrder,
+    Ping,
+    Pong,
+    RegisterTeam,
+    ReplayReply,
+    ReplayRequest,
+    SnapshotRequest,
+    TeamQuery,
+    TeamReply,
+    decode,
+    encode,
+)
+from common.transport import make_socket
+from services.launcher import Cluster
+from services.matcher.service import MatcherService
+from tests.conftest import make_config
+
+
+@pytest.fixture
+def cluster(config: Config) -> Iterator[Cluster]:
+    with Cluster(config, ["matcher"]) as running:
+        yield running
+
+
+@pytest.fixture
+def client(cluster: Cluster, config: Config) -> Iterator[MatcherClient]:
+    c = MatcherClient(config, cluster.ctx)
+    c.wait_ready()
+    yield c
+    c.close()
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def register(client: MatcherClient, name: str, role: str = "market_maker") -> str:
+    r = client.request(RegisterTeam(team_name=name, role=role, key_hash=f"h-{name}"))
+    assert r.ok, r
+    return r.result.team_id  # type: ignore[union-attr]
+
+
+def order(team: str, side: str, qty: int, price: int, iid: str = "SPX_4500_CALL") -> NewOrder:
+    return NewOrder(team_id=team, instrument_id=iid, side=side, quantity=qty, price=price)
+
+
+def test_orders_trade_and_queries_answer(client: MatcherClient) -> None:
+    a, b = register(client, "a"), register(client, "b")
+    assert client.request(order(a, "sell", 3, 12850)).ok
+    r = client.request(order(b, "buy", 2, 12850))
+    assert r.result.status == "filled"  # type: ignore[union-attr]
+    acct = client.call(AccountQuery(team_id=a), AccountReply)
+    assert acct.positions == {"SPX_4500_CALL": -2}
+    assert [o.remaining_quantity for o in acct.open_orders] == [1]
+    team = client.call(TeamQuery(key_hash="h-b"), TeamReply).team
+    assert team is not None and team.team_id == b
+    assert client.call(TeamQuery(key_hash="nope"), TeamReply).team is None
+
+
+def test_bad_frames_are_counted_dropped_and_service_goes_on(
+    cluster: Cluster, client: MatcherClient, config: Config
+) -> None:
+    team = register(client, "a")
+    raw = make_socket(cluster.ctx, config, "commands", bind=False)
+    bad = [
+        [b"\xff\xfe garbage"],
+        [b"cmd", msgpack.packb({"type": "new_order", "team_id": team, "quantity": "ten"})],
+        [b"cmd", msgpack.packb({"type": "no_such_message"})],
+        [b"cmd", msgpack.packb([1, 2, 3])],
+        [b"cmd", encode(Ping())],  # well-formed, but not a command
+        [b"cmd", b""],
+    ]
+    for frames in bad:
+        raw.send_multipart(frames)
+    raw.close()
+    assert client.request(order(team, "buy", 1, 100)).ok
+    counters = cluster.services["matcher"].counters
+    assert counters["bad_frames.malformed"] == 5 and counters["bad_frames.unexpected"] == 1
+    rpc = make_socket(cluster.ctx, config, "matcher_rpc", bind=False)
+    rpc.send(b"\x00not msgpack")
+    assert rpc.poll(5000)
+    assert isinstance(decode(rpc.recv()), ErrorReply)
+    rpc.send(encode(order(team, "buy", 1, 1)))  # a command is not a request
+    assert rpc.poll(5000) and isinstance(decode(rpc.recv()), ErrorReply)
+    rpc.close()
+    assert client.call(Ping(), Pong).last_seq == 2
+
+
+def test_snapshot_plus_stream_rebuilds_the_book(
+    cluster: Cluster, client: MatcherClient, config: Config
+) -> None:
+    a, b = register(client, "a"), register(client, "b")
+    for price in (100, 101, 102):
+        client.request(order(a, "sell", 5, price))
+    sub = make_socket(cluster.ctx, config, "matcher_pub", bind=False)
+    sub.subscribe(topics.book("SPX_4500_CALL"))
+    client.wait_ready()  # our own subscription is joined; give the new one the same round
+    snap = client.call(SnapshotRequest(), MarketSnapshot)
+    levels = {lv.instrument_id: lv for lv in snap.books}["SPX_4500_CALL"]
+    asks = dict(levels.asks)
+    assert asks == {100: 5, 101: 5, 102: 5}
+    client.request(order(b, "buy", 7, 101))
+    client.request(order(a, "sell", 2, 99))
+    book_seq = snap.seqs["md.book.SPX_4500_CALL"]
+    while sub.poll(200):
+        delta = decode(sub.recv_multipart()[-1])
+        assert isinstance(delta, BookDelta)
+        if delta.seq <= book_seq:
+            continue
+        assert delta.seq == book_seq + 1
+        book_seq = delta.seq
+        for side, price, qty in delta.changes:
+            if side == "sell":
+                asks[price] = qty
+    sub.close()
+    assert {p: q for p, q in asks.items() if q} == {101: 3, 102: 5, 99: 2}
+    engine_asks = cluster.services["matcher"].engine.books["SPX_4500_CALL"].depth(None)[1]
+    assert sorted(engine_asks) == sorted((p, q) for p, q in asks.items() if q)
+
+
+def test_replay_returns_a_teams_private_stream(client: MatcherClient) -> None:
+    a, b = register(client, "a"), register(client, "b")
+    client.request(order(a, "sell", 5, 100))
+    client.request(order(b, "buy", 5, 100))
+    reply = client.call(ReplayRequest(topic="exec." + a, from_seq=1), ReplayReply)
+    events = [decode(p) for p in reply.payloads]
+    assert reply.complete
+    assert [type(e).__name__ for e in events] == ["OrderAck", "ExecutionReport"]
+    assert [e.seq for e in events] == [1, 2]  # type: ignore[union-attr]
+    later = client.call(ReplayRequest(topic="exec." + a, from_seq=2), ReplayReply)
+    assert len(later.payloads) == 1
+
+
+def test_restart_recovers_from_snapshot_and_journal(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "data", matcher={"snapshot_interval_s": 0.05})
+    matcher_dir = tmp_path / "data" / "matcher"
+    with Cluster(config, ["matcher"]) as cluster:
+        client = MatcherClient(config, cluster.ctx)
+        client.wait_ready()
+        a, b = register(client, "a"), register(client, "b")
+        for i in range(40):
+            if i == 20:  # the rest goes to the journal after the snapshot
+                wait_for(lambda: list(matcher_dir.glob("snapshot-*.bin")))
+            client.request(order(a if i % 2 else b, "buy" if i % 3 else "sell", 1, 100 + i % 3))
+        matcher = cluster.services["matcher"]
+        assert isinstance(matcher, MatcherService)
+        before = {t: client.call(AccountQuery(team_id=t), AccountReply) for t in (a, b)}
+        last_seq, orders = matcher.engine.last_seq, matcher.engine.counters["order"]
+        client.close()
+    assert len(list(matcher_dir.glob("journal-*.log"))) >= 2
+    with Cluster(config, ["matcher"]) as cluster:
+        client = MatcherClient(config, cluster.ctx)
+        assert client.wait_ready().last_seq == last_seq
+        after = {t: client.call(AccountQuery(team_id=t), AccountReply) for t in (a, b)}
+        assert after == before
+        r = client.request(order(register(client, "c"), "buy", 1, 50))  # a's 1 s window is full
+        assert r.order_id == f"ORD_{orders + 1:08d}"
+        client.close()

@@ -1,0 +1,254 @@
+"""The matcher core through its only entry point, Engine.apply: rules of GAME.md and API.md."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.messages import (
+    CancelAck,
+    CancelOrder,
+    CancelReject,
+    ExecutionReport,
+    NewOrder,
+    OrderAck,
+    OrderReject,
+    Response,
+    SetHalt,
+    SetPhase,
+    TradePrint,
+)
+from services.matcher.state import state_hash
+from tests.conftest import Harness, events
+
+
+def fills(out: list) -> list[tuple[int, int]]:  # type: ignore[type-arg]
+    return [(t.quantity, t.price) for t in events(out, TradePrint)]
+
+
+def response(out: list) -> Response:  # type: ignore[type-arg]
+    (r,) = events(out, Response)
+    return r  # type: ignore[no-any-return]
+
+
+def test_original_example_asks_fill_cheapest_first(harness: Harness) -> None:
+    a, b = harness.team("a"), harness.team("b")
+    harness.order(a, "sell", 5, 25.50)
+    harness.order(a, "sell", 10, 25.55)
+    out = harness.order(b, "buy", 10, 25.55)
+    assert fills(out) == [(5, 2550), (5, 2555)]
+    assert harness.engine.books["SPX_4500_CALL"].depth(5) == ([], [(2555, 5)])
+
+
+def test_original_example_time_priority_within_level(harness: Harness) -> None:
+    a, b = harness.team("a"), harness.team("b")
+    c, s = harness.team("c", "hedge_fund"), harness.team("s", "hedge_fund")  # sizes above 50
+    oid = {}
+    for team, qty, price in ((a, 50, 25.45), (b, 30, 25.45), (c, 100, 25.40)):
+        oid[team] = response(harness.order(team, "buy", qty, price)).order_id
+    out = harness.order(s, "sell", 60, 25.40)
+    reports = {(r.team_id, r.executed_quantity, r.executed_price) for r in
+               events(out, ExecutionReport) if r.team_id != s}
+    assert reports == {(a, 50, 2545), (b, 10, 2545)}
+    assert harness.engine.live[oid[b]].remaining == 20
+    assert harness.engine.live[oid[c]].remaining == 100
+    assert harness.engine.books["SPX_4500_CALL"].depth(5) == ([(2545, 20), (2540, 100)], [])
+
+
+def test_canonical_session_positions_and_fees(harness: Harness) -> None:
+    mm1, mm2 = harness.team("MM1"), harness.team("MM2")
+    harness.order(mm1, "sell", 1, 128.50)
+    out = harness.order(mm2, "buy", 1, 128.50)
+    by_team = {r.team_id: r for r in events(out, ExecutionReport)}
+    assert (by_team[mm1].fee, by_team[mm1].liquidity) == (2, "maker")
+    assert (by_team[mm2].fee, by_team[mm2].liquidity) == (-1, "taker")
+    accounts = harness.engine.accounts
+    assert accounts[mm1].positions == {"SPX_4500_CALL": -1}
+    assert accounts[mm2].positions == {"SPX_4500_CALL": 1}
+    assert accounts[mm1].cash == 12850 * 100 + 2 and accounts[mm2].cash == -12850 * 100 - 1
+    assert harness.engine.books["SPX_4500_CALL"].depth(5) == ([], [])
+
+
+def test_market_maker_fee_per_lot_making_and_taking(harness: Harness) -> None:
+    mm, other = harness.team("mm"), harness.team("other")
+    harness.order(mm, "sell", 10, 10.00)
+    make = [r for r in events(harness.order(other, "buy", 10, 10.00), ExecutionReport)
+            if r.team_id == mm]
+    harness.order(other, "sell", 10, 10.00)
+    take = [r for r in events(harness.order(mm, "buy", 10, 10.00), ExecutionReport)
+            if r.team_id == mm]
+    assert [r.fee for r in make] == [20] and [r.fee for r in take] == [-10]
+
+
+def test_resting_orders_count_towards_the_position_limit(harness: Harness) -> None:
+    mm = harness.team("mm")
+    assert response(harness.order(mm, "buy", 30, 1.00)).ok
+    out = harness.order(mm, "buy", 30, 1.01)
+    r = response(out)
+    assert (r.ok, r.code) == (False, "MM_POS_LIMIT")
+    assert r.message.startswith("Position exceeds")
+    assert r.details == {"scope": "instrument", "limit": 50, "worst_case_after": 60,
+                         "position": 0, "open_buy": 30, "open_sell": 0, "side": "buy",
+                         "quantity": 30}
+    assert events(out, OrderReject)[0].error_code == "MM_POS_LIMIT"
+    assert response(harness.order(mm, "sell", 50, 2.00)).ok  # the other side has its own room
+
+
+def test_total_position_limit_across_options(harness: Harness) -> None:
+    mm = harness.team("mm")
+    for strike in (4200, 4300, 4400, 4500):
+        assert response(harness.order(mm, "buy", 50, 1.00, f"SPX_{strike}_CALL")).ok
+    r = response(harness.order(mm, "buy", 1, 1.00, "SPX_4600_CALL"))
+    assert (r.code, r.details["scope"], r.details["limit"]) == ("MM_POS_LIMIT", "total", 200)
+
+
+def test_other_roles_get_the_generic_position_code(harness: Harness) -> None:
+    hf = harness.team("hf", "hedge_fund")
+    assert response(harness.order(hf, "buy", 151, 1.00)).code == "POSITION_LIMIT_EXCEEDED"
+
+
+@pytest.mark.parametrize(("kwargs", "code"), [
+    ({"side": "hold", "quantity": 1, "price": 1.0}, "INVALID_SIDE"),
+    ({"side": "buy", "quantity": 1, "price": 1.0, "order_type": "stop"}, "INVALID_ORDER_TYPE"),
+    ({"side": "buy", "quantity": 1, "price": 1.0, "instrument": "NOPE"}, "INVALID_INSTRUMENT"),
+    ({"side": "buy", "quantity": 1, "order_type": "limit"}, "MISSING_PRICE"),
+    ({"side": "buy", "quantity": 1, "price": 0.0}, "INVALID_PRICE"),
+    ({"side": "buy", "quantity": 1, "price": 2_000_000.0}, "INVALID_PRICE"),
+    ({"side": "buy", "quantity": 0, "price": 1.0}, "INVALID_QUANTITY"),
+    ({"side": "buy", "quantity": 1001, "price": 1.0}, "INVALID_QUANTITY"),
+    ({"side": "buy", "quantity": 1}, "NO_LIQUIDITY"),
+])
+def test_a_rejected_order_changes_no_state(harness: Harness, kwargs: dict, code: str) -> None:  # type: ignore[type-arg]
+    mm, other = harness.team("mm"), harness.team("other")
+    harness.order(other, "buy", 5, 3.00)
+    harness.order(mm, "sell", 5, 4.00)
+    before = state_hash(harness.engine, sequencing=False)
+    out = harness.order(mm, **kwargs)
+    assert response(out).code == code
+    assert [type(e) for _, e in out] == [OrderReject, Response]
+    assert state_hash(harness.engine, sequencing=False) == before
+
+
+def test_unknown_team_is_rejected_without_state_change(harness: Harness) -> None:
+    before = state_hash(harness.engine, sequencing=False)
+    assert response(harness.order("TEAM_999", "buy", 1, 1.0)).code == "TEAM_NOT_FOUND"
+    assert state_hash(harness.engine, sequencing=False) == before
+
+
+def test_rate_limit_counts_accepted_orders_in_a_sliding_second(harness: Harness) -> None:
+    mm = harness.team("mm")
+    for i in range(10):
+        assert response(harness.order(mm, "buy", 1, 1.00 + i / 100)).ok
+    r = response(harness.order(mm, "buy", 1, 2.00))
+    assert (r.code, r.details) == ("RATE_LIMIT_EXCEEDED", {"limit": 10, "window_s": 1,
+                                                           "current": 10})
+    harness.ts += 1_000_000_000
+    assert response(harness.order(mm, "buy", 1, 2.00)).ok
+
+
+def test_retried_client_order_id_is_answered_not_placed_again(harness: Harness) -> None:
+    mm = harness.team("mm")
+    first = response(harness.order(mm, "buy", 5, 1.00, client_order_id="abc"))
+    before = state_hash(harness.engine, sequencing=False)
+    again = response(harness.order(mm, "buy", 5, 1.00, client_order_id="abc"))
+    assert again.order_id == first.order_id and again.ok
+    assert state_hash(harness.engine, sequencing=False) == before
+    assert len(harness.engine.live) == 1
+
+
+def test_market_order_remainder_is_cancelled_and_reported(harness: Harness) -> None:
+    mm, other = harness.team("mm"), harness.team("other")
+    harness.order(mm, "sell", 3, 5.00)
+    out = harness.order(other, "buy", 10)
+    assert fills(out) == [(3, 500)]
+    (ack,) = events(out, CancelAck)
+    assert (ack.cancelled_quantity, ack.reason) == (7, "market_remainder")
+    result = response(out).result
+    assert (result.status, result.filled_quantity, result.remaining_quantity) == ("cancelled", 3, 7)
+
+
+def test_self_trade_cancels_the_resting_order(harness: Harness) -> None:
+    mm, other = harness.team("mm"), harness.team("other")
+    own = response(harness.order(mm, "sell", 5, 5.00)).order_id
+    harness.order(other, "sell", 5, 5.01)
+    out = harness.order(mm, "buy", 5, 5.01)
+    (ack,) = events(out, CancelAck)
+    assert (ack.order_id, ack.reason, ack.cancelled_quantity) == (own, "self_trade", 5)
+    assert fills(out) == [(5, 501)]
+    assert harness.engine.accounts[mm].positions == {"SPX_4500_CALL": 5}
+
+
+def test_cancel_rules_never_leak_existence(harness: Harness) -> None:
+    mm, other = harness.team("mm"), harness.team("other")
+    mine = response(harness.order(mm, "buy", 5, 1.00)).order_id
+    filled = response(harness.order(mm, "sell", 1, 9.00)).order_id
+    harness.order(other, "buy", 1, 9.00)
+    for team, oid in ((other, mine), (mm, filled), (mm, "ORD_99999999")):
+        out = harness.apply(CancelOrder(gw="t", team_id=team, order_id=oid))
+        r = response(out)
+        assert (r.ok, r.code) == (False, "CANCEL_FAILED")
+        assert r.message == "Cancel failed: Order not found"
+        assert events(out, CancelReject)[0].team_id == team
+    out = harness.apply(CancelOrder(gw="t", team_id=mm, order_id=mine))
+    assert response(out).ok and events(out, CancelAck)[0].reason == "user_requested"
+    assert harness.engine.accounts[mm].open_buy == {}
+
+
+def test_partial_fill_then_cancel_keeps_the_filled_position(harness: Harness) -> None:
+    mm, other = harness.team("mm"), harness.team("other")
+    oid = response(harness.order(mm, "buy", 10, 2.00)).order_id
+    harness.order(other, "sell", 4, 2.00)
+    out = harness.apply(CancelOrder(gw="t", team_id=mm, order_id=oid))
+    assert events(out, CancelAck)[0].cancelled_quantity == 6
+    assert harness.engine.accounts[mm].positions == {"SPX_4500_CALL": 4}
+
+
+def test_closing_cancels_everything_and_rejects_new_orders(harness: Harness) -> None:
+    mm = harness.team("mm")
+    harness.order(mm, "buy", 5, 1.00)
+    out = harness.apply(SetPhase(gw="t", phase="closed"))
+    assert [a.reason for a in events(out, CancelAck)] == ["market_closed"]
+    assert response(harness.order(mm, "buy", 5, 1.00)).code == "MARKET_CLOSED"
+
+
+def test_halted_instrument_rejects_until_resumed(harness: Harness) -> None:
+    mm = harness.team("mm")
+    harness.apply(SetHalt(gw="t", instrument_id="SPX_4500_CALL", halted=True))
+    r = response(harness.order(mm, "buy", 1, 1.00))
+    assert (r.code, r.details["halted"]) == ("MARKET_CLOSED", True)
+    assert response(harness.order(mm, "buy", 1, 1.00, "SPX_4500_PUT")).ok
+    harness.apply(SetHalt(gw="t", instrument_id="SPX_4500_CALL", halted=False))
+    assert response(harness.order(mm, "buy", 1, 1.00)).ok
+
+
+def test_registration_rules(harness: Harness) -> None:
+    harness.team("Alpha")
+    for name, role, code in (("alpha", "market_maker", "DUPLICATE_TEAM_NAME"),
+                             ("Beta", "pirate", "UNSUPPORTED_ROLE"),
+                             ("Gamma", "house", "UNSUPPORTED_ROLE"),
+                             ("x" * 51, "retail", "DUPLICATE_TEAM_NAME")):
+        from common.messages import RegisterTeam
+
+        out = harness.apply(RegisterTeam(gw="t", team_name=name, role=role, key_hash="k"))
+        assert response(out).code in (code, "INVALID_TEAM_NAME")
+
+
+def test_every_topic_is_numbered_without_gaps(harness: Harness) -> None:
+    a, b = harness.team("a"), harness.team("b")
+    seen: dict[bytes, list[int]] = {}
+    for i in range(30):
+        out = harness.order(a if i % 2 else b, "buy" if i % 3 else "sell", 1 + i % 4, 1.0 + i % 5)
+        for topic, event in out:
+            seen.setdefault(topic, []).append(event.seq)
+    for topic, seqs in seen.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), topic
+    assert all(isinstance(e, OrderAck | OrderReject) for _, e in harness.order(a, "buy", 1, 1.0)
+               if isinstance(e, OrderAck | OrderReject))
+
+
+def test_new_order_fields_are_echoed_in_the_ack(harness: Harness) -> None:
+    mm = harness.team("mm")
+    out = harness.apply(NewOrder(gw="t", team_id=mm, instrument_id="SPY", side="buy",
+                                 quantity=7, price=44000, client_order_id="c-1"))
+    (ack,) = events(out, OrderAck)
+    assert (ack.instrument_id, ack.quantity, ack.price, ack.client_order_id) == (
+        "SPY", 7, 44000, "c-1")
