@@ -1,0 +1,112 @@
+"""The DB writer's storage: one batch = one transaction = rows + the stream's high-water mark.
+
+Because rows and `stream_progress.last_seq` commit together and every insert is idempotent on
+(stream, seq), a producer may re-send any batch any number of times, to any number of writers,
+and the database still holds each record exactly once.
+
+`last_seq` is a high-water mark: with several writers a later batch can commit before an
+earlier one, so it does not promise that every lower seq is already stored. Producers ack (and
+stop re-sending) per batch, from the value `write` returns for that batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Engine
+
+from common.records import RecordBatch
+from services.dbwriter import reads
+from services.dbwriter.bulk import bulk_writer
+from services.dbwriter.engine import READ_ONLY, make_engine
+from services.dbwriter.positions import TeamPositions, apply_trades
+from services.dbwriter.rows import group_rows
+from services.dbwriter.schema import create_schema
+from services.dbwriter.sql import advance_progress
+
+log = logging.getLogger(__name__)
+
+
+class Store:
+    """Owns its engine, so every pooled connection is set up for the bulk path."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self._engine = make_engine(url)
+        self._bulk = bulk_writer(self._engine)
+        self._reader = self._engine.execution_options(**_read_options(self._engine))
+        if create:
+            try:
+                create_schema(self._engine)
+            except BaseException:
+                self._engine.dispose()
+                raise
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def write(self, batch: RecordBatch) -> int:
+        """Store the batch atomically; returns the stream's committed last_seq."""
+        _check(batch)
+        if not batch.records:
+            return self.last_seq(batch.stream)
+        groups = group_rows(batch.records)
+        top = max(rec.seq for rec in batch.records)
+        dialect = self._engine.dialect.name
+        with self._engine.begin() as conn:
+            self._bulk.write(conn, batch.stream, groups)
+            done: int = conn.execute(advance_progress(dialect, batch.stream, top)).scalar_one()
+        log.debug("stored %d records of %s up to seq %d", len(batch.records), batch.stream, top)
+        return done
+
+    def last_seq(self, stream: str) -> int:
+        """0 when nothing of `stream` was ever stored."""
+        with self._reader.connect() as conn:
+            return reads.last_seq(conn, stream)
+
+    def positions_from_db(self, stream: str = "matcher") -> dict[str, TeamPositions]:
+        """Every team's book: its latest snapshot on `stream` plus the trades after it.
+
+        Exact when the stream is stored contiguously up to its last trade (see store docs).
+        """
+        with self._reader.connect() as conn:
+            books = reads.latest_snapshots(conn, stream)
+            apply_trades(books, reads.trades_after_snapshots(conn, stream))
+            for team_id in reads.team_ids(conn):
+                books.setdefault(team_id, TeamPositions(team_id))
+        return books
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _read_options(engine: Engine) -> dict[str, Any]:
+    """Postgres: one consistent snapshot for multi-query reads; SQLite: a deferred BEGIN."""
+    if engine.dialect.name == "postgresql":
+        return {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    return {READ_ONLY: True}
+
+
+def _check(batch: RecordBatch) -> None:
+    """Reject a malformed batch before touching the database."""
+    for rec in batch.records:
+        if rec.stream != batch.stream:
+            raise ValueError(
+                f"record seq {rec.seq} is from stream {rec.stream!r}, "
+                f"not the batch's {batch.stream!r}"
+            )
+        if rec.seq < 1:
+            raise ValueError(f"record seq {rec.seq} on {batch.stream!r} is not positive")
