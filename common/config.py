@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from common.market_settings import EventsSettings, SimulatorSettings
 from common.money import to_ticks
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ class Config(_Section, frozen=True, kw_only=True):
     log_level: str = "INFO"
     game: GameConfig = msgspec.field(default_factory=GameConfig)
     gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
+    simulator: SimulatorSettings = msgspec.field(default_factory=SimulatorSettings)
+    events: EventsSettings = msgspec.field(default_factory=EventsSettings)
     matcher: MatcherConfig = msgspec.field(default_factory=MatcherConfig)
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
 

@@ -25,6 +25,10 @@ CHANNELS: dict[str, Channel] = {
     "commands": Channel("matcher", zmq.PULL, zmq.PUSH, 0),
     "matcher_pub": Channel("matcher", zmq.PUB, zmq.SUB, 1),
     "matcher_rpc": Channel("matcher", zmq.ROUTER, zmq.DEALER, 2),
+    "sim_pub": Channel("simulator", zmq.PUB, zmq.SUB, 3),
+    "sim_rpc": Channel("simulator", zmq.ROUTER, zmq.DEALER, 4),
+    "events_pub": Channel("events", zmq.PUB, zmq.SUB, 5),
+    "events_rpc": Channel("events", zmq.ROUTER, zmq.DEALER, 6),
 }
 
 HWM = 1_000_000  # deep queues: a burst waits in memory rather than being dropped
