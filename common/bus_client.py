@@ -43,7 +43,7 @@ class MatcherClient:
         self.ctx = ctx or zmq.Context.instance()
         self.gw = gw or f"client-{uuid.uuid4().hex[:8]}"
         self.push = make_socket(self.ctx, config, "commands", bind=False)
-        self.sub = make_socket(self.ctx, config, "matcher_pub", bind=False)
+        self.sub = make_socket(self.ctx, config, "matcher_private", bind=False)
         self.sub.subscribe(topics.response(self.gw))
         self.rpc = make_socket(self.ctx, config, "matcher_rpc", bind=False)
         self._ids = itertools.count(1)

@@ -21,14 +21,19 @@ class Channel(NamedTuple):
     port_offset: int
 
 
+# Public feeds (*_pub) are for anyone, quants included. Private ones carry per-team and internal
+# traffic for the exchange's own services only: never expose them outside the cluster.
 CHANNELS: dict[str, Channel] = {
     "commands": Channel("matcher", zmq.PULL, zmq.PUSH, 0),
     "matcher_pub": Channel("matcher", zmq.PUB, zmq.SUB, 1),
     "matcher_rpc": Channel("matcher", zmq.ROUTER, zmq.DEALER, 2),
-    "sim_pub": Channel("simulator", zmq.PUB, zmq.SUB, 3),
-    "sim_rpc": Channel("simulator", zmq.ROUTER, zmq.DEALER, 4),
-    "events_pub": Channel("events", zmq.PUB, zmq.SUB, 5),
-    "events_rpc": Channel("events", zmq.ROUTER, zmq.DEALER, 6),
+    "matcher_private": Channel("matcher", zmq.PUB, zmq.SUB, 3),
+    "sim_pub": Channel("simulator", zmq.PUB, zmq.SUB, 4),
+    "sim_rpc": Channel("simulator", zmq.ROUTER, zmq.DEALER, 5),
+    "sim_private": Channel("simulator", zmq.PUB, zmq.SUB, 6),
+    "events_pub": Channel("events", zmq.PUB, zmq.SUB, 7),
+    "events_rpc": Channel("events", zmq.ROUTER, zmq.DEALER, 8),
+    "events_private": Channel("events", zmq.PUB, zmq.SUB, 9),
 }
 
 HWM = 1_000_000  # deep queues: a burst waits in memory rather than being dropped

@@ -77,6 +77,9 @@ class Engine:
         self.seqs: dict[bytes, int] = {}
         self.marks: dict[str, int] = {}
         self.last_trades: dict[str, TradePrint] = {}
+        for role, rules in game.roles.items():  # house teams (retail flow) exist from the start
+            if not rules.registrable:
+                self.add_team(f"house {role}", role, key_hash="", team_id=role.upper())
 
     # --- entry point ---
 
@@ -251,10 +254,12 @@ class Engine:
         team = self.add_team(name, cmd.role, cmd.key_hash)
         self._respond(cmd, ok=True, result=team_info(team))
 
-    def add_team(self, name: str, role: str, key_hash: str) -> Team:
-        self.counters["team"] += 1
-        team = Team(team_id=f"TEAM_{self.counters['team']:03d}", team_name=name, role=role,
-                    key_hash=key_hash, created_ns=self._ts)
+    def add_team(self, name: str, role: str, key_hash: str, team_id: str = "") -> Team:
+        if not team_id:
+            self.counters["team"] += 1
+            team_id = f"TEAM_{self.counters['team']:03d}"
+        team = Team(team_id=team_id, team_name=name, role=role, key_hash=key_hash,
+                    created_ns=self._ts)
         self.teams[team.team_id] = team
         self.accounts[team.team_id] = Account(team_id=team.team_id, role=role)
         return team

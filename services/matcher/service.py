@@ -56,6 +56,7 @@ class MatcherService(Service):
         self._next_snapshot = time.monotonic() + cfg.snapshot_interval_s
         self.commands = self.socket(ctx, "commands", bind=True)
         self.pub = self.md = self.socket(ctx, "matcher_pub", bind=True)
+        self.private = self.socket(ctx, "matcher_private", bind=True)
         self.rpc = self.socket(ctx, "matcher_rpc", bind=True)
         self.on_readable(self.commands, self._drain)
         self.on_readable(self.rpc, self._serve)
@@ -91,10 +92,10 @@ class MatcherService(Service):
             if cmd is not None:
                 out += self._sequence(cmd, frames[-1])
         self.journal.commit()
-        send = self.md.send_multipart
+        public, private = self.md.send_multipart, self.private.send_multipart
         for topic, event in out:
             payload = encode(event)
-            send([topic, payload])
+            (public if topic.startswith(topics.MD) else private)([topic, payload])
             self.rings.add(topic, event.seq, payload)
 
     def _sequence(self, cmd: Command, payload: bytes) -> list[Out]:
@@ -150,7 +151,7 @@ class MatcherService(Service):
                 return Pong(service=self.name, epoch=self.epoch, last_seq=engine.last_seq)
             case Probe(gw=gw):
                 pong = Pong(service=self.name, epoch=self.epoch, last_seq=engine.last_seq)
-                self.md.send_multipart([topics.response(gw), encode(pong)])
+                self.private.send_multipart([topics.response(gw), encode(pong)])
                 return pong
             case SnapshotRequest():
                 return self._market_snapshot()

@@ -17,6 +17,7 @@ from common.messages import (
     AccountReply,
     BookDelta,
     ErrorReply,
+    Heartbeat,
     MarketSnapshot,
     NewOrder,
     Ping,
@@ -37,9 +38,14 @@ from tests.conftest import make_config
 
 
 @pytest.fixture
-def cluster(config: Config) -> Iterator[Cluster]:
-    with Cluster(config, ["matcher"]) as running:
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with Cluster(make_config(tmp_path / "data", bus={"heartbeat_s": 0.05}), ["matcher"]) as running:
         yield running
+
+
+@pytest.fixture
+def config(cluster: Cluster) -> Config:
+    return cluster.config
 
 
 @pytest.fixture
@@ -117,7 +123,10 @@ def test_snapshot_plus_stream_rebuilds_the_book(
         client.request(order(a, "sell", 5, price))
     sub = make_socket(cluster.ctx, config, "matcher_pub", bind=False)
     sub.subscribe(topics.book("SPX_4500_CALL"))
-    client.wait_ready()  # our own subscription is joined; give the new one the same round
+    sub.subscribe(topics.heartbeat("matcher"))
+    assert sub.poll(5000), "a heartbeat proves the subscription is joined"
+    assert isinstance(decode(sub.recv_multipart()[-1]), Heartbeat)
+    sub.unsubscribe(topics.heartbeat("matcher"))
     snap = client.call(SnapshotRequest(), MarketSnapshot)
     levels = {lv.instrument_id: lv for lv in snap.books}["SPX_4500_CALL"]
     asks = dict(levels.asks)
