@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 
-class Message(msgspec.Struct, tag_field="type", kw_only=True):
+class Message(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
     """Base of every bus message."""
 
 

@@ -29,20 +29,32 @@ class Account(msgspec.Struct, kw_only=True):
     open_buy: dict[str, int] = msgspec.field(default_factory=dict)
     open_sell: dict[str, int] = msgspec.field(default_factory=dict)
     recent: list[int] = msgspec.field(default_factory=list)  # ts of orders accepted in the last 1 s
+    # Worst-case absolute position per instrument, and its sum over options, kept up to date on
+    # every change so the total-position check costs O(1) per order.
+    exposure: dict[str, int] = msgspec.field(default_factory=dict)
+    option_exposure: int = 0
 
-    def apply_fill(
-        self, instrument_id: str, side: str, quantity: int, price: int, multiplier: int, fee: int
-    ) -> None:
+    def apply_fill(self, instrument_id: str, side: str, quantity: int, price: int,
+                   multiplier: int, fee: int, option: bool, resting: bool) -> None:
+        """Book a fill; a resting order's filled quantity also leaves the open exposure."""
         signed = quantity if side == "buy" else -quantity
         self.positions[instrument_id] = self.positions.get(instrument_id, 0) + signed
         self.cash += fee - signed * price * multiplier
         self.fees += fee
+        if resting:
+            self._reduce_open(instrument_id, side, quantity)
+        self._refresh(instrument_id, option)
 
-    def add_open(self, instrument_id: str, side: str, quantity: int) -> None:
+    def add_open(self, instrument_id: str, side: str, quantity: int, option: bool) -> None:
         book = self.open_buy if side == "buy" else self.open_sell
         book[instrument_id] = book.get(instrument_id, 0) + quantity
+        self._refresh(instrument_id, option)
 
-    def remove_open(self, instrument_id: str, side: str, quantity: int) -> None:
+    def remove_open(self, instrument_id: str, side: str, quantity: int, option: bool) -> None:
+        self._reduce_open(instrument_id, side, quantity)
+        self._refresh(instrument_id, option)
+
+    def _reduce_open(self, instrument_id: str, side: str, quantity: int) -> None:
         book = self.open_buy if side == "buy" else self.open_sell
         left = book[instrument_id] - quantity
         if left:
@@ -56,6 +68,12 @@ class Account(msgspec.Struct, kw_only=True):
         buys = self.open_buy.get(instrument_id, 0) + (quantity if side == "buy" else 0)
         sells = self.open_sell.get(instrument_id, 0) + (quantity if side == "sell" else 0)
         return max(abs(pos + buys), abs(pos - sells))
+
+    def _refresh(self, instrument_id: str, option: bool) -> None:
+        worst = self.worst_case(instrument_id)
+        if option:
+            self.option_exposure += worst - self.exposure.get(instrument_id, 0)
+        self.exposure[instrument_id] = worst
 
     def orders_in_window(self, ts_ns: int) -> int:
         """Orders accepted in the second before ts_ns (the window slides with command time)."""

@@ -16,7 +16,7 @@ from sortedcontainers import SortedList
 BUY, SELL = "buy", "sell"
 
 
-class Order(msgspec.Struct, kw_only=True):
+class Order(msgspec.Struct, kw_only=True, gc=False):
     order_id: str
     team_id: str
     instrument_id: str
@@ -142,7 +142,7 @@ class OrderBook:
 
     def rest(self, order: Order) -> None:
         assert order.price is not None, "only limit orders rest"
-        self.side(order.side).add(order, order.price)
+        (self.bids if order.side == BUY else self.asks).add(order, order.price)
         self._changed[(order.side, order.price)] = None
 
     def cancel(self, order: Order) -> int:

@@ -53,9 +53,13 @@ class Engine:
         self.instruments = build_instruments(game)
         self.validator = Validator(game, self.instruments)
         self.books = {iid: OrderBook(iid) for iid in self.instruments}
+        self._option = {iid: inst.is_option for iid, inst in self.instruments.items()}
         self._book_topic = {iid: topics.book(iid) for iid in self.instruments}
         self._trade_topic = {iid: topics.trade(iid) for iid in self.instruments}
         self._exec_topic: dict[str, bytes] = {}
+        self._resp_topic: dict[str, bytes] = {}
+        self._fee_rates = {name: (r.maker_fee_cents, r.taker_fee_cents)
+                           for name, r in game.roles.items()}
         self._handlers: dict[type[Command], Callable[[Any], None]] = {
             NewOrder: self._new_order, CancelOrder: self._cancel, CancelAll: self._cancel_all,
             RegisterTeam: self._register, SetPhase: self._set_phase, SetHalt: self._set_halt,
@@ -101,10 +105,16 @@ class Engine:
         event.seq, event.ts_ns, event.epoch = seq, self._ts, self.epoch
         self.out.append((topic, event))
 
-    def _respond(self, cmd: Command, **fields: Any) -> Response:
-        response = Response(req_id=cmd.req_id, **fields)
+    def _respond(self, cmd: Command, ok: bool, code: str | None = None, message: str = "",
+                 details: dict[str, Any] | None = None, order_id: str | None = None,
+                 result: OrderResult | TeamInfo | None = None) -> Response:
+        response = Response(req_id=cmd.req_id, ok=ok, code=code, message=message,
+                            details=details, order_id=order_id, result=result)
         if cmd.gw:
-            self._emit(topics.response(cmd.gw), response)
+            topic = self._resp_topic.get(cmd.gw)
+            if topic is None:
+                topic = self._resp_topic[cmd.gw] = topics.response(cmd.gw)
+            self._emit(topic, response)
         return response
 
     def _to_team(self, team_id: str, event: Event) -> None:
@@ -167,7 +177,8 @@ class Engine:
         if order.remaining and not market:
             book.rest(order)
             self.live[order.order_id] = order
-            acct.add_open(order.instrument_id, order.side, order.remaining)
+            acct.add_open(order.instrument_id, order.side, order.remaining,
+                          self._option[order.instrument_id])
         elif order.remaining:
             self._to_team(order.team_id, _cancel_ack(order, order.remaining, "market_remainder"))
         result = _result(order, "cancelled" if market and order.remaining else None)
@@ -181,18 +192,16 @@ class Engine:
         trade_id = f"TRD_{self.counters['trade']:08d}"
         iid = taker.instrument_id
         multiplier = self.instruments[iid].multiplier
+        option = self._option[iid]
         for order, liquidity in ((maker, "maker"), (taker, taker_liquidity)):
             acct = self.accounts[order.team_id]
-            role = self.game.roles[acct.role]
-            rate = role.maker_fee_cents if liquidity == "maker" else role.taker_fee_cents
-            fee = quantity * rate
-            acct.apply_fill(iid, order.side, quantity, price, multiplier, fee)
+            fee = quantity * self._fee_rates[acct.role][liquidity == "taker"]
+            resting = order is maker or taker_liquidity == "maker"
+            acct.apply_fill(iid, order.side, quantity, price, multiplier, fee, option, resting)
             order.filled += quantity
             order.notional += quantity * price
-            if order is maker or taker_liquidity == "maker":  # resting orders only
-                acct.remove_open(iid, order.side, quantity)
-                if not order.remaining:
-                    del self.live[order.order_id]
+            if resting and not order.remaining:
+                del self.live[order.order_id]
             self._to_team(order.team_id, ExecutionReport(
                 order_id=order.order_id, client_order_id=order.client_order_id,
                 team_id=order.team_id, trade_id=trade_id, instrument_id=iid, side=order.side,
@@ -209,7 +218,8 @@ class Engine:
     def _drop(self, order: Order, quantity: int, reason: str) -> None:
         """Bookkeeping for a resting order that leaves the book without trading."""
         del self.live[order.order_id]
-        self.accounts[order.team_id].remove_open(order.instrument_id, order.side, quantity)
+        iid = order.instrument_id
+        self.accounts[order.team_id].remove_open(iid, order.side, quantity, self._option[iid])
         self._to_team(order.team_id, _cancel_ack(order, quantity, reason))
 
     def _remove(self, order: Order, reason: str) -> None:

@@ -92,11 +92,7 @@ class Validator:
             return self._limit_reject(role.position_limit_code, o, acct, limit, after)
         if not inst.is_option:
             return None
-        total = after + sum(
-            acct.worst_case(iid)
-            for iid in acct.positions.keys() | acct.open_buy.keys() | acct.open_sell.keys()
-            if iid != o.instrument_id and self.instruments[iid].is_option
-        )
+        total = acct.option_exposure - acct.exposure.get(o.instrument_id, 0) + after
         if total > role.total_position_limit:
             return self._limit_reject(role.position_limit_code, o, acct,
                                       role.total_position_limit, total, scope="total")
