@@ -56,8 +56,10 @@ def _next(rng: random.Random, shadow: Engine, iids: list[str], teams: list[str],
     roll = rng.random()
     team = rng.choice(teams)
     if roll < 0.15 and shadow.live:
-        order = shadow.live[rng.choice(list(shadow.live)[-200:])]
-        return CancelOrder(gw=gw, req_id=req_id, team_id=order.team_id, order_id=order.order_id)
+        oid = f"ORD_{shadow.counters['order'] - rng.randrange(200):08d}"  # a recent order
+        order = shadow.live.get(oid)
+        if order is not None:
+            return CancelOrder(gw=gw, req_id=req_id, team_id=order.team_id, order_id=oid)
     iid = rng.choice(iids)
     side = rng.choice(("buy", "sell"))
     book = shadow.books[iid]
@@ -80,7 +82,8 @@ def _crossing(rng: random.Random, book: OrderBook, side: str,
     opp = book.asks if side == "buy" else book.bids
     takes = rng.randint(1, 3)
     quantity, price = 0, None
-    for order in opp.live_orders()[: takes * 3]:
+    front = (o for key in opp.keys[:3] for o in opp.levels[opp.sign * key] if o.remaining)
+    for order in front:
         if order.team_id == team:
             return None  # keep the mix free of self-trade cancels
         quantity += order.remaining

@@ -24,7 +24,7 @@ from common.messages import (
     decode,
     encode,
 )
-from common.transport import make_socket
+from common.transport import make_socket, recv_frames, send_frame
 
 M = TypeVar("M", bound=Message)
 
@@ -68,7 +68,7 @@ class MatcherClient:
         if not cmd.req_id:
             cmd.req_id = f"{self.gw}-{next(self._ids)}"
         cmd.gw = self.gw
-        self.push.send_multipart([b"cmd", encode(cmd)])
+        send_frame(self.push, b"cmd", encode(cmd))
         return cmd.req_id
 
     def request(self, cmd: Command, timeout: float = 5.0) -> Response:
@@ -87,7 +87,7 @@ class MatcherClient:
             left = deadline - time.monotonic()
             if left <= 0 or not self.sub.poll(int(left * 1000) + 1):
                 raise BusTimeout(f"no {kind.__name__} in time")
-            msg = decode(self.sub.recv_multipart()[-1])
+            msg = decode(recv_frames(self.sub)[-1])
             if isinstance(msg, kind):
                 return msg
 

@@ -22,7 +22,7 @@ import zmq
 from common import topics
 from common.config import Config
 from common.messages import DecodeError, Heartbeat, Message, decode, encode
-from common.transport import make_socket
+from common.transport import make_socket, send_frame
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Service:
         self._beat_seq += 1
         beat = Heartbeat(service=self.name, last_seq=self.last_seq(), seq=self._beat_seq,
                          ts_ns=time.time_ns(), epoch=self.epoch)
-        self.pub.send_multipart([topics.heartbeat(self.name), encode(beat)])
+        send_frame(self.pub, topics.heartbeat(self.name), encode(beat))
 
     def decode_as(self, payload: bytes, kind: type[M] | tuple[type[M], ...]) -> M | None:
         """Decode a frame of an expected kind; anything else is counted, logged once, dropped."""

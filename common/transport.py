@@ -37,6 +37,26 @@ CHANNELS: dict[str, Channel] = {
 }
 
 HWM = 1_000_000  # deep queues: a burst waits in memory rather than being dropped
+_SNDMORE = int(zmq.SNDMORE)  # plain ints: pyzmq's enum flag arithmetic costs more than the send
+
+
+def send_frame(sock: zmq.Socket[bytes], topic: bytes, payload: bytes) -> None:
+    """Send one [topic, payload] message (send_multipart costs ~4x more for small frames)."""
+    sock.send(topic, _SNDMORE)
+    sock.send(payload)
+
+
+def recv_frames(sock: zmq.Socket[bytes], flags: int = 0) -> list[bytes]:
+    """Every part of one message; with NOBLOCK raises zmq.Again when none is waiting.
+
+    ~3x cheaper than recv_multipart, which asks the socket for RCVMORE after each part.
+    """
+    frame = sock.recv(flags, copy=False)
+    parts = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(flags, copy=False)
+        parts.append(frame.bytes)
+    return parts
 
 
 def ipc_dir(config: Config) -> Path:

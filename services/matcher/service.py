@@ -35,6 +35,7 @@ from common.messages import (
     encode,
 )
 from common.service import Context, Service
+from common.transport import recv_frames, send_frame
 from services.matcher.engine import Engine, Out, team_info
 from services.matcher.journal import JournalWriter, read_journal, repair_tail
 from services.matcher.replay import ReplayRings
@@ -42,6 +43,8 @@ from services.matcher.snapshots import load_latest_snapshot, write_snapshot
 from services.matcher.state import capture, decode_state, encode_state, restore
 
 log = logging.getLogger(__name__)
+
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class MatcherService(Service):
@@ -85,17 +88,17 @@ class MatcherService(Service):
         out: list[Out] = []
         for _ in range(self.config.matcher.max_batch):
             try:
-                frames = self.commands.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(self.commands, _NOBLOCK)
             except zmq.Again:
                 break
             cmd = self.decode_as(frames[-1], Command)
             if cmd is not None:
                 out += self._sequence(cmd, frames[-1])
         self.journal.commit()
-        public, private = self.md.send_multipart, self.private.send_multipart
+        md, private = self.md, self.private
         for topic, event in out:
             payload = encode(event)
-            (public if topic.startswith(topics.MD) else private)([topic, payload])
+            send_frame(md if topic.startswith(topics.MD) else private, topic, payload)
             self.rings.add(topic, event.seq, payload)
 
     def _sequence(self, cmd: Command, payload: bytes) -> list[Out]:
@@ -151,7 +154,7 @@ class MatcherService(Service):
                 return Pong(service=self.name, epoch=self.epoch, last_seq=engine.last_seq)
             case Probe(gw=gw):
                 pong = Pong(service=self.name, epoch=self.epoch, last_seq=engine.last_seq)
-                self.private.send_multipart([topics.response(gw), encode(pong)])
+                send_frame(self.private, topics.response(gw), encode(pong))
                 return pong
             case SnapshotRequest():
                 return self._market_snapshot()

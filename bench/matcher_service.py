@@ -1,0 +1,122 @@
+"""The standard mix through the running matcher service: its own process, ipc, journal on
+(fsync per batch). Prints sustained orders/s at saturation, and ack latency (order sent ->
+Response received) both at saturation and at a steady paced rate.
+
+    python bench/matcher_service.py [--quick] [--orders N] [--runs R] [--rate R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zmq
+from workload import BENCH_ROLE, generate, registrations
+
+from common.bus_client import MatcherClient
+from common.config import Config, load_config
+from common.messages import Response, decode, encode
+from common.transport import recv_frames, send_frame
+
+CONFIG = """
+data_dir = "{dir}/data"
+log_level = "WARNING"
+[bus]
+transport = "ipc"
+ipc_dir = "{dir}/run"
+[game.roles.bench]
+{role}
+"""
+
+
+def start_matcher(directory: Path) -> tuple[subprocess.Popen[bytes], Config]:
+    role = "\n".join(f"{k} = {v}" for k, v in BENCH_ROLE.items())
+    path = directory / "bench.toml"
+    path.write_text(CONFIG.format(dir=directory, role=role))
+    prefix = os.environ.get("ITG_BENCH_PREFIX", "").split()  # e.g. a profiler's command
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "services.cli", "service", "matcher",
+                             "--config", str(path)])
+    return proc, load_config(path, env={})
+
+
+def drive(client: MatcherClient, payloads: list[bytes], first: int, window: int,
+          rate: float | None) -> tuple[float, list[int]]:
+    """Send every payload keeping at most `window` unanswered (and at most `rate` per s).
+
+    payloads[i] has req_id str(first + i)."""
+    sent_at = [0] * len(payloads)
+    latencies: list[int] = []
+    push, sub, clock = client.push, client.sub, time.perf_counter_ns
+    nxt = answered = 0
+    start = clock()
+    interval = int(1e9 / rate) if rate else 0
+    while answered < len(payloads):
+        while nxt < len(payloads) and nxt - answered < window:
+            now = clock()
+            if interval and now < start + nxt * interval:
+                break
+            sent_at[nxt] = now
+            send_frame(push, b"cmd", payloads[nxt])
+            nxt += 1
+        while sub.poll(0 if nxt < len(payloads) else 1000):
+            response = decode(recv_frames(sub)[-1])
+            if isinstance(response, Response) and response.req_id.isdigit():
+                latencies.append(clock() - sent_at[int(response.req_id) - first])
+                answered += 1
+    return len(payloads) / ((clock() - start) / 1e9), latencies
+
+
+def one_run(n: int, rate: float) -> dict[str, float]:
+    payloads = [encode(c) for c in generate(n, gw="bench")]
+    with tempfile.TemporaryDirectory(prefix="itg-bench-") as tmp:
+        proc, config = start_matcher(Path(tmp))
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        client = MatcherClient(config, ctx, gw="bench")
+        try:
+            client.wait_ready(30)
+            for cmd in registrations():
+                assert client.request(cmd).ok
+            throughput, saturated = drive(client, payloads[: n // 2], 0, 4000, None)
+            _, paced = drive(client, payloads[n // 2 :], n // 2, 1000, rate)
+        finally:
+            client.close()
+            ctx.term()
+            proc.terminate()
+            proc.wait(10)
+    return {"orders_per_s": throughput, "sat_p50_us": pct(saturated, 0.5),
+            "sat_p99_us": pct(saturated, 0.99), "p50_us": pct(paced, 0.5),
+            "p99_us": pct(paced, 0.99)}
+
+
+def pct(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a run under 30 s")
+    parser.add_argument("--orders", type=int, default=0)
+    parser.add_argument("--runs", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=10_000, help="paced orders/s for latency")
+    args = parser.parse_args()
+    n = args.orders or (60_000 if args.quick else 300_000)
+    runs = [one_run(n, args.rate) for _ in range(args.runs or (1 if args.quick else 3))]
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print(f"{len(runs)} run(s) of {n} orders (half saturated, half paced at {args.rate:.0f}/s):")
+    print(f"  sustained {med['orders_per_s']:,.0f} orders/s; ack latency at saturation "
+          f"p50 {med['sat_p50_us']:,.0f} us p99 {med['sat_p99_us']:,.0f} us; "
+          f"paced p50 {med['p50_us']:,.0f} us p99 {med['p99_us']:,.0f} us")
+    print(f"RESULT orders_per_s={med['orders_per_s']:.0f} ack_p50_us={med['p50_us']:.0f} "
+          f"ack_p99_us={med['p99_us']:.0f} saturated_ack_p50_us={med['sat_p50_us']:.0f} "
+          f"saturated_ack_p99_us={med['sat_p99_us']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
