@@ -43,7 +43,7 @@ class Service:
         self.counters: Counter[str] = Counter()
         self.epoch = time.time_ns()
         self.pub: Socket | None = None  # heartbeats go here when a service publishes
-        self._handlers: dict[Socket, Callable[[], None]] = {}
+        self._handlers: dict[Socket | int, Callable[[], None]] = {}
         self._sockets: list[Socket] = []
         self._beat_seq = 0
 
@@ -88,7 +88,8 @@ class Service:
         self._sockets.append(sock)
         return sock
 
-    def on_readable(self, sock: Socket, handler: Callable[[], None]) -> None:
+    def on_readable(self, sock: Socket | int, handler: Callable[[], None]) -> None:
+        """Call `handler` when `sock` (a socket, or a plain file descriptor) is readable."""
         self._handlers[sock] = handler
 
     def _loop(self) -> None:

@@ -58,11 +58,11 @@ class JournalWriter:
         return f
 
     def append(self, seq: int, ts_ns: int, payload: bytes) -> None:
-        stamp = _STAMP.pack(seq, ts_ns)
-        crc = zlib.crc32(payload, zlib.crc32(stamp))
-        self._buf += _HEADER.pack(len(payload), crc)
-        self._buf += stamp
-        self._buf += payload
+        self._buf += record_bytes(seq, ts_ns, payload)
+
+    def extend(self, records: bytes) -> None:
+        """Append records already framed by `record_bytes`."""
+        self._buf += records
 
     def commit(self) -> None:
         """Write and fsync everything appended since the last commit (one fsync per batch)."""
@@ -83,6 +83,12 @@ class JournalWriter:
     def close(self) -> None:
         self.commit()
         self._file.close()
+
+
+def record_bytes(seq: int, ts_ns: int, payload: bytes) -> bytes:
+    stamp = _STAMP.pack(seq, ts_ns)
+    crc = zlib.crc32(payload, zlib.crc32(stamp))
+    return _HEADER.pack(len(payload), crc) + stamp + payload
 
 
 def _records(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from pathlib import Path
 
 import zmq
@@ -36,11 +37,12 @@ from common.messages import (
 )
 from common.service import Context, Service
 from common.transport import recv_frames, send_frame
+from services.matcher.disk import DiskThread
 from services.matcher.engine import Engine, Out, team_info
-from services.matcher.journal import JournalWriter, read_journal, repair_tail
+from services.matcher.journal import JournalWriter, read_journal, record_bytes, repair_tail
 from services.matcher.replay import ReplayRings
-from services.matcher.snapshots import load_latest_snapshot, write_snapshot
-from services.matcher.state import capture, decode_state, encode_state, restore
+from services.matcher.snapshots import load_latest_snapshot
+from services.matcher.state import decode_state, restore, snapshot_bytes
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,10 @@ class MatcherService(Service):
         self.dir = Path(self.config.data_dir) / "matcher"
         self.rings = ReplayRings(cfg.replay_ring, cfg.md_replay_ring)
         self.engine = self._recover()
-        self.journal = JournalWriter(self.dir, self.engine.last_seq + 1, fsync=cfg.fsync)
+        journal = JournalWriter(self.dir, self.engine.last_seq + 1, fsync=cfg.fsync)
+        self.disk = DiskThread(journal, self.dir, cfg.snapshots_kept)
+        self._batch = 0
+        self._waiting: deque[tuple[int, list[Out]]] = deque()  # batches not yet durable
         self._next_snapshot = time.monotonic() + cfg.snapshot_interval_s
         self.commands = self.socket(ctx, "commands", bind=True)
         self.pub = self.md = self.socket(ctx, "matcher_pub", bind=True)
@@ -63,6 +68,7 @@ class MatcherService(Service):
         self.rpc = self.socket(ctx, "matcher_rpc", bind=True)
         self.on_readable(self.commands, self._drain)
         self.on_readable(self.rpc, self._serve)
+        self.on_readable(self.disk.wake_fd, self._publish_durable)
 
     def last_seq(self) -> int:
         return self.engine.last_seq
@@ -84,8 +90,13 @@ class MatcherService(Service):
         return engine
 
     def _drain(self) -> None:
-        """One batch: everything waiting, up to max_batch, journaled with a single fsync."""
+        """One batch: everything waiting, up to max_batch, handed to the disk thread as one.
+
+        Its events wait in `_waiting` until the batch is durable: nothing is answered or
+        published before the commands that caused it are on disk.
+        """
         out: list[Out] = []
+        journal = bytearray()
         for _ in range(self.config.matcher.max_batch):
             try:
                 frames = recv_frames(self.commands, _NOBLOCK)
@@ -93,15 +104,13 @@ class MatcherService(Service):
                 break
             cmd = self.decode_as(frames[-1], Command)
             if cmd is not None:
-                out += self._sequence(cmd, frames[-1])
-        self.journal.commit()
-        md, private = self.md, self.private
-        for topic, event in out:
-            payload = encode(event)
-            send_frame(md if topic.startswith(topics.MD) else private, topic, payload)
-            self.rings.add(topic, event.seq, payload)
+                out += self._sequence(cmd, frames[-1], journal)
+        if journal:
+            self._batch += 1
+            self.disk.submit(self._batch, bytes(journal))
+            self._waiting.append((self._batch, out))
 
-    def _sequence(self, cmd: Command, payload: bytes) -> list[Out]:
+    def _sequence(self, cmd: Command, payload: bytes, journal: bytearray) -> list[Out]:
         engine = self.engine
         seq, ts = engine.last_seq + 1, max(time.time_ns(), engine.last_ts + 1)
         try:
@@ -110,9 +119,18 @@ class MatcherService(Service):
             self.counters["internal_errors"] += 1
             log.exception("matcher: command %r failed; it is not journaled", cmd)
             return []
-        self.journal.append(seq, ts, payload)
+        journal += record_bytes(seq, ts, payload)
         self.counters["commands"] += 1
         return out
+
+    def _publish_durable(self) -> None:
+        durable = self.disk.durable_batch()
+        md, private, rings = self.md, self.private, self.rings
+        while self._waiting and self._waiting[0][0] <= durable:
+            for topic, event in self._waiting.popleft()[1]:
+                payload = encode(event)
+                send_frame(md if topic.startswith(topics.MD) else private, topic, payload)
+                rings.add(topic, event.seq, payload)
 
     def _remember(self, out: list[Out]) -> None:
         for topic, event in out:
@@ -124,15 +142,14 @@ class MatcherService(Service):
             self._next_snapshot = now + self.config.matcher.snapshot_interval_s
 
     def snapshot(self) -> None:
-        self.journal.commit()
-        cfg = self.config.matcher
-        state = encode_state(capture(self.engine))
-        write_snapshot(self.dir, self.engine.last_seq, state, keep=cfg.snapshots_kept)
-        self.journal.roll(self.engine.last_seq + 1)
+        """Encoded here, consistent with the batches handed over so far; written by the disk
+        thread after them."""
+        self.disk.snapshot(self.engine.last_seq, snapshot_bytes(self.engine))
 
     def on_stop(self) -> None:
-        if hasattr(self, "journal"):
-            self.journal.close()
+        if hasattr(self, "disk"):
+            self.disk.close()
+            self._publish_durable()
 
     # --- request/reply ---
 

@@ -35,8 +35,18 @@ class EngineState(msgspec.Struct, kw_only=True):
 
 
 def capture(engine: Engine) -> EngineState:
-    """A deep copy of the engine's state (safe to encode later while the engine runs on)."""
-    state = EngineState(
+    """A deep copy of the engine's state (safe to keep while the engine runs on)."""
+    return decode_state(snapshot_bytes(engine))
+
+
+def snapshot_bytes(engine: Engine) -> bytes:
+    """The engine's state, encoded now (so it is consistent even if the engine runs on)."""
+    return encode_state(_view(engine))
+
+
+def _view(engine: Engine) -> EngineState:
+    """The state as a struct sharing the engine's live objects: encode it before they change."""
+    return EngineState(
         last_seq=engine.last_seq, last_ts=engine.last_ts, phase=engine.phase,
         halted=sorted(engine.halted),
         counters=engine.counters, teams=list(engine.teams.values()),
@@ -46,7 +56,6 @@ def capture(engine: Engine) -> EngineState:
         marks=engine.marks,
         last_trades=list(engine.last_trades.values()),
     )
-    return msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=EngineState)
 
 
 def restore(engine: Engine, state: EngineState) -> None:

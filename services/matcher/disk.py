@@ -1,0 +1,105 @@
+"""The matcher's disk thread: journal writes, fsyncs and snapshots off the matching thread.
+
+While batch k is being fsynced, the matching thread already works on batch k+1; batch k's
+events are published only once the disk thread reports it durable (batches become durable
+in order). fsync releases the GIL, so the two overlap on two cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+
+from services.matcher.journal import JournalWriter
+from services.matcher.snapshots import write_snapshot
+
+log = logging.getLogger(__name__)
+
+_Item = tuple[str, int, bytes] | None  # ("batch", number, journal bytes) | ("snapshot", seq, state)
+
+
+class DiskThread:
+    def __init__(self, journal: JournalWriter, directory: Path, snapshots_kept: int) -> None:
+        self._journal = journal
+        self._directory = directory
+        self._keep = snapshots_kept
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self.durable = 0  # highest batch number known to be on disk
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="matcher-disk", daemon=True)
+        self._thread.start()
+
+    @property
+    def wake_fd(self) -> int:
+        """Readable whenever `durable` moved (or the thread failed): poll it with the sockets."""
+        return self._wake_read
+
+    def submit(self, batch: int, journal_bytes: bytes) -> None:
+        self._queue.put(("batch", batch, journal_bytes))
+
+    def snapshot(self, seq: int, state: bytes) -> None:
+        """Write a snapshot at seq once every batch submitted before it is durable."""
+        self._queue.put(("snapshot", seq, state))
+
+    def durable_batch(self) -> int:
+        """Clear the wake-up and return the durable mark; a disk failure is raised here."""
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        if self.error is not None:
+            raise RuntimeError("the matcher's journal cannot be written") from self.error
+        return self.durable
+
+    def close(self) -> None:
+        """Flush everything submitted, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+        self._journal.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def _run(self) -> None:
+        try:
+            while self._round():
+                pass
+        except BaseException as exc:  # reported to the matching thread, which stops
+            log.exception("matcher disk thread failed")
+            self.error = exc
+            os.write(self._wake_write, b"!")
+
+    def _round(self) -> bool:
+        """Write everything waiting with one fsync (group commit); False once told to stop."""
+        items = [self._queue.get()]
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        last = self.durable
+        for item in items:
+            if item is None:
+                self._publish(last)
+                return False
+            kind, number, data = item
+            if kind == "batch":
+                self._journal.extend(data)
+                last = number
+            else:
+                self._journal.commit()
+                write_snapshot(self._directory, number, data, keep=self._keep)
+                self._journal.roll(number + 1)
+        self._publish(last)
+        return True
+
+    def _publish(self, last: int) -> None:
+        self._journal.commit()
+        if last != self.durable:
+            self.durable = last
+            os.write(self._wake_write, b".")
