@@ -161,6 +161,19 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("port must be within 0..65535")
 
 
+class DbConfig(_Section, frozen=True, kw_only=True):
+    url: str = ""  # SQLAlchemy URL; "" = SQLite file <data_dir>/itg.db
+    batch_max_rows: int = 1000  # a producer sends a batch when it has this many records...
+    batch_max_ms: float = 100.0  # ...or when its oldest record waited this long
+    resend_after_s: float = 5.0  # an unacknowledged batch goes out again (to any writer)
+    position_snapshot_interval_s: float = 60.0
+    max_pending_records: int = 2_000_000  # past this, a producer warns: the DB is falling behind
+
+    def __post_init__(self) -> None:
+        if self.batch_max_rows < 1 or self.batch_max_ms <= 0 or self.resend_after_s <= 0:
+            raise ValueError("batch_max_rows, batch_max_ms and resend_after_s must be positive")
+
+
 class Config(_Section, frozen=True, kw_only=True):
     data_dir: str = "data"
     log_level: str = "INFO"
@@ -168,12 +181,17 @@ class Config(_Section, frozen=True, kw_only=True):
     gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
     simulator: SimulatorSettings = msgspec.field(default_factory=SimulatorSettings)
     events: EventsSettings = msgspec.field(default_factory=EventsSettings)
+    db: DbConfig = msgspec.field(default_factory=DbConfig)
     matcher: MatcherConfig = msgspec.field(default_factory=MatcherConfig)
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def db_url(self) -> str:
+        return self.db.url or f"sqlite:///{self.data_path.resolve() / 'itg.db'}"
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:

@@ -111,7 +111,7 @@ class RecordBatch(msgspec.Struct, tag_field="type", tag="rec_batch", kw_only=Tru
 
 
 class BatchAck(msgspec.Struct, tag_field="type", tag="rec_batch_ack", kw_only=True):
-    """The stream's committed high-water mark after a batch was written."""
+    """A batch is committed: it is named by its stream and its highest seq."""
 
     stream: str
     last_seq: int

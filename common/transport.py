@@ -34,6 +34,21 @@ CHANNELS: dict[str, Channel] = {
     "events_pub": Channel("events", zmq.PUB, zmq.SUB, 7),
     "events_rpc": Channel("events", zmq.ROUTER, zmq.DEALER, 8),
     "events_private": Channel("events", zmq.PUB, zmq.SUB, 9),
+    # Persistence: each producer binds a PUSH of record batches and a PULL of acks; every DB
+    # writer connects to all of them, so ops can run any number of writers.
+    "matcher_persist": Channel("matcher", zmq.PUSH, zmq.PULL, 10),
+    "matcher_acks": Channel("matcher", zmq.PULL, zmq.PUSH, 11),
+    "sim_persist": Channel("simulator", zmq.PUSH, zmq.PULL, 12),
+    "sim_acks": Channel("simulator", zmq.PULL, zmq.PUSH, 13),
+    "events_persist": Channel("events", zmq.PUSH, zmq.PULL, 14),
+    "events_acks": Channel("events", zmq.PULL, zmq.PUSH, 15),
+}
+
+# stream name -> (records channel, acks channel)
+PERSIST_CHANNELS = {
+    "matcher": ("matcher_persist", "matcher_acks"),
+    "simulator": ("sim_persist", "sim_acks"),
+    "events": ("events_persist", "events_acks"),
 }
 
 HWM = 1_000_000  # deep queues: a burst waits in memory rather than being dropped

@@ -17,11 +17,12 @@ import zmq
 
 from common.config import SERVICES, Config
 from common.service import Context, Service
+from services.dbwriter.service import DbWriterService
 from services.matcher.service import MatcherService
 
 log = logging.getLogger(__name__)
 
-BUILT: dict[str, type[Service]] = {"matcher": MatcherService}
+BUILT: dict[str, type[Service]] = {"dbwriter": DbWriterService, "matcher": MatcherService}
 
 
 class ClusterError(RuntimeError):

@@ -1,0 +1,65 @@
+"""The DB writer service: record batches in from every producer, one transaction each, then an
+acknowledgement back to the producer. Any number of writers may run at once."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import zmq
+
+from common.records import BatchAck, RecordBatch, decode_frame, encode_frame
+from common.service import Context, Service, Socket
+from common.transport import PERSIST_CHANNELS, recv_frames, send_frame
+from services.dbwriter.store import Store
+
+log = logging.getLogger(__name__)
+
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+class DbWriterService(Service):
+    name = "dbwriter"
+
+    def on_start(self, ctx: Context) -> None:
+        self.config.data_path.mkdir(parents=True, exist_ok=True)  # where SQLite lives by default
+        self.store = Store(self.config.db_url)
+        self._acks: dict[str, Socket] = {}
+        for stream, (records, acks) in PERSIST_CHANNELS.items():
+            inbox = self.socket(ctx, records, bind=False)
+            self._acks[stream] = self.socket(ctx, acks, bind=False)
+            self.on_readable(inbox, partial(self._drain, inbox))
+
+    def _drain(self, inbox: Socket) -> None:
+        for _ in range(100):
+            try:
+                frames = recv_frames(inbox, _NOBLOCK)
+            except zmq.Again:
+                return
+            self._write(frames[-1])
+
+    def _write(self, payload: bytes) -> None:
+        try:
+            batch = decode_frame(payload)
+        except (ValueError, TypeError) as exc:  # msgspec's errors derive from these
+            self._bad("malformed", str(exc))
+            return
+        if not isinstance(batch, RecordBatch) or batch.stream not in self._acks:
+            self._bad("unexpected", type(batch).__name__)
+            return
+        try:
+            self.store.write(batch)
+        except Exception as exc:  # the producer re-sends: nothing is lost, only delayed
+            self.counters["write_errors"] += 1
+            log.warning("dbwriter: batch of %s not stored (%s); the producer will re-send",
+                        batch.stream, exc)
+            return
+        self.counters["batches"] += 1
+        self.counters["records"] += len(batch.records)
+        top = batch.records[-1].seq if batch.records else 0
+        ack = BatchAck(stream=batch.stream, last_seq=top)
+        send_frame(self._acks[batch.stream], b"ack", encode_frame(ack))
+
+    def on_stop(self) -> None:
+        if hasattr(self, "store"):
+            self.store.close()

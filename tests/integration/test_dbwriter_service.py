@@ -1,0 +1,109 @@
+"""DB writers as running services: batches in over real sockets, rows in a real SQLite file,
+acknowledgements back; several writers share the work without duplicating a row."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+
+from common.config import Config
+from common.records import BatchAck, RecordBatch, TradeRecord, decode_frame, encode_frame
+from common.service import Context, Socket
+from common.transport import make_socket, recv_frames, send_frame
+from services.dbwriter.service import DbWriterService
+from services.dbwriter.store import Store
+from services.launcher import Cluster
+from tests.conftest import make_config
+
+
+def trade(seq: int) -> TradeRecord:
+    return TradeRecord(stream="matcher", seq=seq, ts_ns=seq, trade_id=f"TRD_{seq:08d}",
+                       instrument_id="SPX_4500_CALL", price=12850, quantity=1, buyer="TEAM_002",
+                       seller="TEAM_001", buyer_fee=-1, seller_fee=2, aggressor="buy",
+                       multiplier=100)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[Config, Cluster, Socket, Socket]]:
+    config = make_config(tmp_path / "data")
+    with Cluster(config, ["dbwriter"]) as cluster:
+        ctx: Context = cluster.ctx
+        records = make_socket(ctx, config, "matcher_persist", bind=True)
+        acks = make_socket(ctx, config, "matcher_acks", bind=True)
+        yield config, cluster, records, acks
+
+
+def acks_until(acks: Socket, wanted: set[int], timeout: float = 10) -> set[int]:
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while not wanted <= seen:
+        assert acks.poll(max(1, int((deadline - time.monotonic()) * 1000))), (wanted, seen)
+        ack = decode_frame(recv_frames(acks)[-1])
+        assert isinstance(ack, BatchAck)
+        seen.add(ack.last_seq)
+    return seen
+
+
+def test_batches_are_stored_once_and_acknowledged(
+    setup: tuple[Config, Cluster, Socket, Socket]
+) -> None:
+    config, _, records, acks = setup
+    batches = [RecordBatch(stream="matcher", records=[trade(s) for s in range(i, i + 10)])
+               for i in range(1, 101, 10)]
+    for batch in batches + batches[:3]:  # three re-sent as a producer does after a timeout
+        send_frame(records, b"rec", encode_frame(batch))
+    acks_until(acks, {b.records[-1].seq for b in batches})
+    with Store(config.db_url) as store:
+        assert store.last_seq("matcher") == 100
+        with store.engine.connect() as conn:
+            count = conn.exec_driver_sql("select count(*), sum(price) from trades").one()
+    assert tuple(count) == (100, 100 * 12850)
+
+
+def test_bad_frames_are_counted_and_the_writer_goes_on(
+    setup: tuple[Config, Cluster, Socket, Socket]
+) -> None:
+    _, cluster, records, acks = setup
+    for junk in (b"\x00garbage", msgpack.packb({"type": "rec_batch", "stream": 5}),
+                 encode_frame(BatchAck(stream="matcher", last_seq=1)),
+                 encode_frame(RecordBatch(stream="nobody", records=[]))):
+        send_frame(records, b"rec", junk)
+    send_frame(records, b"rec", encode_frame(RecordBatch(stream="matcher", records=[trade(1)])))
+    acks_until(acks, {1})
+    counters = cluster.services["dbwriter"].counters
+    assert counters["bad_frames.malformed"] == 2 and counters["bad_frames.unexpected"] == 2
+
+
+def test_two_writers_share_batches_without_duplicates(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "data")
+    ctx: Context = zmq.Context()
+    writers = [DbWriterService(config, ctx) for _ in range(2)]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in writers]
+    records = make_socket(ctx, config, "matcher_persist", bind=True)
+    acks = make_socket(ctx, config, "matcher_acks", bind=True)
+    for t in threads:
+        t.start()
+    for w in writers:
+        assert w.ready.wait(10)
+    batches = [RecordBatch(stream="matcher", records=[trade(s) for s in range(i, i + 5)])
+               for i in range(1, 501, 5)]
+    for batch in batches * 2:  # every batch twice: whichever writer gets it
+        send_frame(records, b"rec", encode_frame(batch))
+    acks_until(acks, {b.records[-1].seq for b in batches})
+    for w in writers:
+        w.stop()
+    for t in threads:
+        t.join(10)
+    assert all(w.counters["batches"] > 0 for w in writers), "both writers took work"
+    with Store(config.db_url) as store, store.engine.connect() as conn:
+        assert conn.exec_driver_sql("select count(distinct trade_id), count(*) from trades"
+                                    ).one() == (500, 500)
+    records.close()
+    acks.close()
+    ctx.term()
