@@ -92,15 +92,21 @@ class MatcherClient:
                 return msg
 
     def call(self, request: Message, kind: type[M], timeout: float = 5.0) -> M:
-        """A request over the matcher's ROUTER; a late answer to an earlier call is skipped."""
-        self.rpc.send(encode(request))
+        """A request over the matcher's ROUTER. A correlation frame goes before the payload
+        (the ROUTER echoes it), so a late answer to an earlier, timed-out call is skipped."""
+        correlation = f"{next(self._ids)}".encode()
+        send_frame(self.rpc, correlation, encode(request))
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not self.rpc.poll(int(left * 1000) + 1):
                 raise BusTimeout(f"no answer to {type(request).__name__} in time")
-            msg = decode(self.rpc.recv())
+            frames = recv_frames(self.rpc)
+            if frames[0] != correlation:
+                continue
+            msg = decode(frames[-1])
             if isinstance(msg, kind):
                 return msg
             if isinstance(msg, ErrorReply):
                 raise BusError(msg.message)
+            raise BusError(f"unexpected answer {type(msg).__name__}")

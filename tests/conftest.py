@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.schema import CreateSchema, DropSchema
 
 from common.config import Config, load_config
 from common.messages import Command, Event, NewOrder, RegisterTeam
 from services.matcher.engine import Engine, Out
+
+PG_URL = os.environ.get("ITG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema on the real PostgreSQL per test, dropped afterwards. A test that needs
+    PostgreSQL fails (never skips) when the server cannot be reached."""
+    name = f"itg_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL, connect_args={"connect_timeout": 5})
+    try:
+        with admin.begin() as conn:
+            conn.execute(CreateSchema(name))
+    except OperationalError as exc:
+        pytest.fail(f"PostgreSQL is unreachable at {PG_URL}: {exc}")
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={name}"})
+    yield url.render_as_string(hide_password=False)
+    with admin.begin() as conn:
+        conn.execute(DropSchema(name, cascade=True))
+    admin.dispose()
 
 
 def make_config(data_dir: Path, **overrides: Any) -> Config:

@@ -48,17 +48,18 @@ class DiskThread:
 
     def durable_batch(self) -> int:
         """Clear the wake-up and return the durable mark; a disk failure is raised here."""
-        try:
-            while os.read(self._wake_read, 4096):
+        if self._thread.is_alive():
+            try:
+                while os.read(self._wake_read, 4096):
+                    pass
+            except BlockingIOError:
                 pass
-        except BlockingIOError:
-            pass
         if self.error is not None:
             raise RuntimeError("the matcher's journal cannot be written") from self.error
         return self.durable
 
     def close(self) -> None:
-        """Flush everything submitted, then stop."""
+        """Flush everything submitted, then stop; `durable_batch` still answers afterwards."""
         self._queue.put(None)
         self._thread.join()
         self._journal.close()

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 import pytest
-from sqlalchemy import Table, create_engine, func, insert, make_url, select
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.schema import CreateSchema, DropSchema
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from common.records import (
     AnyRecord,
@@ -35,27 +33,10 @@ from services.dbwriter.positions import TeamPositions
 from services.dbwriter.schema import SchemaVersionError
 from services.dbwriter.store import Store
 
-PG_URL = os.environ.get("ITG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 STREAM = "matcher"
 CALL = "SPX_4500_CALL"
 
 OpenStore = Callable[[], Store]
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    name = f"itg_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, connect_args={"connect_timeout": 5})
-    try:
-        with admin.begin() as conn:
-            conn.execute(CreateSchema(name))
-    except OperationalError as exc:
-        pytest.fail(f"PostgreSQL is unreachable at {PG_URL}: {exc}")
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={name}"})
-    yield url.render_as_string(hide_password=False)
-    with admin.begin() as conn:
-        conn.execute(DropSchema(name, cascade=True))
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
