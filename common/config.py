@@ -75,11 +75,13 @@ def _default_roles() -> dict[str, RoleConfig]:
             maker_fee_cents=-1, taker_fee_cents=-3, position_limit=50, total_position_limit=50,
             max_order_size=50, max_orders_per_s=1,
         ),
-        "house": RoleConfig(
+        # Retail flow is split over two house accounts: one team's orders never trade with
+        # each other (self-trade prevention), two let the market trade with no bot connected.
+        **{role: RoleConfig(
             maker_fee_cents=-1, taker_fee_cents=-3, position_limit=1_000_000,
             total_position_limit=10_000_000, max_order_size=50, max_orders_per_s=1000,
             registrable=False,
-        ),
+        ) for role in ("house", "house_2")},
     }
 
 

@@ -190,6 +190,12 @@ class SimulatorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     retail_call_share: float = 0.60
     retail_strike_width: float = 0.03  # std of strike choice around spot, fraction of spot
     retail_limit_offset: float = 0.02  # std of limit price around fair, fraction of fair
+    retail_order_ttl_s: float = 300.0  # game seconds a retail limit order rests; 0 = no expiry
+    option_expiry_s: float = 30.0 * 86_400.0  # game seconds from the start to the front expiry
+    mark_every_ticks: int = 5  # marks go to the matcher this often, only for changed values
+    max_catchup_ticks: int = 1000  # a clock further behind than this skips ahead instead
+    news_wait_s: float = 5.0  # wall seconds to hold at a news tick for the next one; 0 = never
+    status_log_s: float = 30.0  # wall seconds between status lines in the log; 0 = none
 
     def __post_init__(self) -> None:
         for name in ("tick_interval_s", "speed", "year_s", "price_tick", "spx_start", "spy_ratio"):
@@ -200,6 +206,15 @@ class SimulatorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
         _check_probability("jump_min", self.jump_min)
         _require(self.jump_max < 1.0, "jump_max", f"{self.jump_max} must be < 1")
         _check_range("jump_min", self.jump_min, self.jump_max)
+        self._check_service()
+
+    def _check_service(self) -> None:
+        _check_positive("option_expiry_s", self.option_expiry_s)
+        _check_non_negative("retail_order_ttl_s", self.retail_order_ttl_s)
+        _check_non_negative("status_log_s", self.status_log_s)
+        _check_non_negative("news_wait_s", self.news_wait_s)
+        _require(self.mark_every_ticks >= 1, "mark_every_ticks", "must be >= 1")
+        _require(self.max_catchup_ticks >= 1, "max_catchup_ticks", "must be >= 1")
 
     def _check_regimes(self) -> None:
         n = len(self.regime_vols)

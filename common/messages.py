@@ -66,7 +66,15 @@ class PriceMark(Command, tag="price_mark", kw_only=True):
     price: int
 
 
-AnyCommand = RegisterTeam | NewOrder | CancelOrder | CancelAll | SetPhase | SetHalt | PriceMark
+class SnapshotPositions(Command, tag="snapshot_positions", kw_only=True):
+    """Every team's positions, cash and P&L into the database (the matcher's own timer sends
+    it into its own sequence, so a replay emits the same snapshot records)."""
+
+
+AnyCommand = (
+    RegisterTeam | NewOrder | CancelOrder | CancelAll | SetPhase | SetHalt | PriceMark
+    | SnapshotPositions
+)
 
 # --- published events: every one carries its topic's gap-free seq and its producer's epoch ---
 
@@ -271,6 +279,146 @@ class ErrorReply(Message, tag="error_reply", kw_only=True):
     message: str
 
 
+# --- simulator and events feeds: public data (md.*, news, signal.public.*) ---
+
+
+class UnderlyingTick(Event, tag="underlying_tick", kw_only=True):
+    symbol: str
+    price: int  # ticks
+    tick: int  # game tick number; 0 is the opening state
+    game_s: float  # game seconds since the start
+
+
+class FairValues(Event, tag="fair_values", kw_only=True):
+    """Black-Scholes (r = 0) fair value and delta of every option on one underlying."""
+
+    underlying: str
+    tick: int
+    game_s: float
+    spot: int  # ticks: the published underlying price the values were computed from
+    years_to_expiry: float
+    values: list[tuple[str, int, float]]  # (instrument_id, fair value in ticks, delta)
+
+
+class News(Event, tag="news", kw_only=True):
+    news_id: int
+    tick: int  # the tick the news hit the market (with its jump, if any)
+    game_s: float
+    headline: str
+    direction: str  # up | down | none
+    magnitude: float  # fraction of the price (0.01 = 1%)
+    jump: bool  # the underlying moved by `magnitude` in `direction` at `tick`
+    injected: bool = False  # from the game master rather than the schedule
+
+
+class SentimentSignal(Event, tag="sentiment", kw_only=True):
+    signal_type: str = "market_sentiment"
+    tick: int
+    game_s: float
+    score: float  # decaying sum of news direction * magnitude, in percent points
+
+
+class IndicatorSignal(Event, tag="indicators", kw_only=True):
+    """Technical indicators on one underlying; a figure is None until its window has filled."""
+
+    signal_type: str = "technical_indicators"
+    symbol: str
+    tick: int
+    game_s: float
+    price: int  # ticks
+    sma: dict[str, float | None]  # window in ticks ("20") -> simple moving average (price units)
+    realised_vol: dict[str, float | None]  # window in ticks -> annualised volatility
+    rsi: float | None
+
+
+# --- role signals: private channel only, one topic per receiving role (signal.<role>) ---
+
+
+class VolForecastSignal(Event, tag="vol_forecast", kw_only=True):
+    signal_type: str = "volatility_forecast"
+    tick: int  # when it was announced
+    target_tick: int  # the first tick the new regime is expected to be in force
+    lead_ticks: int
+    regime: str
+    vol: float  # annualised
+
+
+class TrackingErrorSignal(Event, tag="tracking_error", kw_only=True):
+    signal_type: str = "tracking_error"
+    tick: int
+    error: float  # SPY over its fair value from lagged SPX (0.001 = 0.1% rich)
+    direction: str  # up | down: the call on the error's next move
+    threshold: float
+
+
+# --- internal traffic between the simulator and the events service (private channels) ---
+
+
+class SimState(Event, tag="sim_state", kw_only=True):
+    """One simulator tick as the events service needs it. Holds the regime: never public."""
+
+    tick: int
+    game_s: float
+    prices: dict[str, int]  # symbol -> published price in ticks
+    window: list[int]  # regime in force at tick, tick + 1, ... (the pre-drawn future)
+    premium: float  # SPY tracking premium at this tick
+    next_premium: float  # the premium the next tick will show (already drawn)
+    news_epoch: int  # the events epoch the two news lists refer to
+    news_applied: list[tuple[int, int]]  # recent (news_id, tick) taken into the price path
+    news_pending: list[int]  # news ids held, waiting for their tick
+
+
+class NewsShock(Event, tag="news_shock", kw_only=True):
+    """What a news item does to the market, sent ahead of the tick it hits."""
+
+    news_id: int
+    tick: int  # the tick it takes effect; 0 = the simulator's next tick
+    direction: str
+    magnitude: float
+    regime_shift: bool
+    jump: bool
+
+
+# --- game-master controls: requests on sim_rpc / events_rpc, answered with a ControlReply ---
+
+
+class InjectNews(Message, tag="inject_news", kw_only=True):
+    """A headline from the table (by text) or a new one; set fields override the table row."""
+
+    headline: str
+    direction: str | None = None
+    magnitude: float | None = None
+    regime_shift: bool | None = None
+    jump: bool | None = None
+
+
+class ForceRegime(Message, tag="force_regime", kw_only=True):
+    regime: str  # a name from simulator.regime_names
+
+
+class SetSpeed(Message, tag="set_speed", kw_only=True):
+    speed: float  # game seconds per wall second; 0 pauses the game clock
+
+
+class ControlReply(Message, tag="control_reply", kw_only=True):
+    ok: bool
+    message: str = ""
+    details: dict[str, Any] = {}
+
+
+FeedEvent = UnderlyingTick | FairValues | News | SentimentSignal | IndicatorSignal
+
+
+class FeedSnapshot(Message, tag="feed_snapshot", kw_only=True):
+    """A tick-driven producer's public state: the last event of every topic, with its seq."""
+
+    service: str
+    epoch: int
+    last_seq: int  # public events published this epoch, as in the heartbeats
+    seqs: dict[str, int]
+    events: dict[str, FeedEvent]  # topic -> its last event
+
+
 AnyMessage = (
     AnyCommand
     | Response
@@ -295,6 +443,16 @@ AnyMessage = (
     | TeamQuery
     | TeamReply
     | ErrorReply
+    | FeedEvent
+    | VolForecastSignal
+    | TrackingErrorSignal
+    | SimState
+    | NewsShock
+    | InjectNews
+    | ForceRegime
+    | SetSpeed
+    | ControlReply
+    | FeedSnapshot
 )
 
 DecodeError = (msgspec.DecodeError, msgspec.ValidationError)

@@ -14,6 +14,12 @@ RESP = b"resp."
 NEWS = b"news"
 SIGNAL = b"signal."
 HEARTBEAT = b"sys.heartbeat."
+FAIR = b"md.fair."
+PUBLIC_SIGNAL = b"signal.public."
+SENTIMENT = b"signal.public.sentiment"
+INDICATORS = b"signal.public.indicators."
+SIM_STATE = b"sys.sim_state"  # simulator -> events, on sim_private only: it holds the regime
+NEWS_SHOCK = b"sys.news_shock"  # events -> simulator, on events_private only
 
 
 def book(instrument_id: str) -> bytes:
@@ -42,3 +48,11 @@ def signal(role: str) -> bytes:
 
 def heartbeat(service: str) -> bytes:
     return HEARTBEAT + service.encode()
+
+
+def fair(underlying: str) -> bytes:
+    return FAIR + underlying.encode()
+
+
+def indicators(symbol: str) -> bytes:
+    return INDICATORS + symbol.encode()

@@ -18,11 +18,16 @@ import zmq
 from common.config import SERVICES, Config
 from common.service import Context, Service
 from services.dbwriter.service import DbWriterService
+from services.events.service import EventsService
 from services.matcher.service import MatcherService
+from services.simulator.service import SimulatorService
 
 log = logging.getLogger(__name__)
 
-BUILT: dict[str, type[Service]] = {"dbwriter": DbWriterService, "matcher": MatcherService}
+BUILT: dict[str, type[Service]] = {
+    "dbwriter": DbWriterService, "matcher": MatcherService, "simulator": SimulatorService,
+    "events": EventsService,
+}
 
 
 class ClusterError(RuntimeError):

@@ -88,6 +88,15 @@ class RegimeChain:
         self._refill()
         return self._current
 
+    def force(self, regime: int) -> int:
+        """Game-master override: `regime` is in force now and the future is redrawn from it."""
+        if not 0 <= regime < len(self._vols):
+            raise ValueError(f"regime {regime} out of range")
+        self._current = regime
+        self._upcoming.clear()
+        self._refill()
+        return regime
+
     def _refill(self) -> None:
         last = self._upcoming[-1] if self._upcoming else self._current
         while len(self._upcoming) < self._lookahead:

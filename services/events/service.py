@@ -1,0 +1,80 @@
+"""The events service on the bus: runs the pure `EventsStep` on every simulator tick.
+
+In: the simulator's tick states (sim_private), game-master news injections (events_rpc).
+Out: news and the public signals (sentiment, indicators) on events_pub for everyone; role
+signals on events_private under signal.<role>, for the gateway to hand only to the teams of
+that role; news shocks for the simulator on events_private.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import zmq
+
+from common import topics
+from common.feed import FeedService
+from common.messages import ControlReply, InjectNews, Message, News, SimState
+from common.service import Context
+from services.events.step import EventsOutput, EventsStep, build_step
+
+log = logging.getLogger(__name__)
+
+MAX_DRAIN = 1000
+
+
+class EventsService(FeedService):
+    name = "events"
+
+    def on_start(self, ctx: Context) -> None:
+        self.step: EventsStep = build_step(self.config, self.epoch)
+        self._sim_epoch: int | None = None
+        self.open_feed(ctx, "events_pub", "events_private", "events_rpc")
+        self.sim = self.socket(ctx, "sim_private", bind=False)
+        self.sim.subscribe(topics.SIM_STATE)
+        self.on_readable(self.sim, self._drain)
+
+    def _drain(self) -> None:
+        for _ in range(MAX_DRAIN):
+            try:
+                frames = self.sim.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            state = self.decode_as(frames[-1], SimState)
+            if state is not None:
+                self._on_state(state)
+
+    def _on_state(self, state: SimState) -> None:
+        if state.epoch != self._sim_epoch:
+            if self._sim_epoch is not None:
+                log.warning("events: the simulator restarted (epoch %d); the news schedule and "
+                            "signals restart with it", state.epoch)
+                self.step = build_step(self.config, self.epoch)
+            self._sim_epoch = state.epoch
+        self._publish(self.step.on_state(state))
+
+    def _publish(self, out: EventsOutput) -> None:
+        pub = self.pub
+        assert pub is not None
+        for topic, event in out.public:
+            self.feed.publish(pub, topic, event)
+            if isinstance(event, News):
+                log.info("news #%d at tick %d: %s%s", event.news_id, event.tick, event.headline,
+                         f" (jump {event.direction} {event.magnitude:.2%})" if event.jump else "")
+        for topic, private in out.private:
+            self.feed.send(self.private, topic, private)
+
+    def control(self, request: Message) -> Message:
+        if not isinstance(request, InjectNews):
+            return super().control(request)
+        try:
+            event = self.step.inject(request)
+        except ValueError as exc:
+            return ControlReply(ok=False, message=str(exc), details={"headline": request.headline})
+        self._publish(EventsOutput([], self.step.due_shocks()))
+        log.warning("game master: news #%d %r injected at tick %d", event.index, event.headline,
+                    self.step.tick)
+        return ControlReply(ok=True, details={
+            "news_id": event.index, "headline": event.headline, "direction": event.direction,
+            "magnitude": event.magnitude, "regime_shift": event.regime_shift, "jump": event.jump,
+            "tick": self.step.tick})

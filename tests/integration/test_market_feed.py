@@ -1,0 +1,139 @@
+"""The quant feed over real sockets: subscribers that join late or lose frames end with exactly
+the publishers' state (books, last trades, status, underlyings, fair values, and every seq)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from bots.quant_feed import QuantFeed, book_levels, content
+from common.config import Config
+from common.game_master import GameMaster
+from common.messages import encode
+from common.transport import address
+from services.launcher import Cluster
+from services.matcher.service import MatcherService
+from services.simulator.service import SimulatorService
+from tests.conftest import make_config
+
+
+def market_config(data_dir: Path, speed: float = 100.0, **extra: Any) -> Config:
+    return make_config(
+        data_dir, bus={"heartbeat_s": 0.05}, matcher={"fsync": False},
+        simulator={"speed": speed, "mark_every_ticks": 1, "retail_order_ttl_s": 30.0},
+        events={"news_mean_gap_s": 60.0, "news_min_gap_s": 20.0}, **extra)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with Cluster(market_config(tmp_path / "data"), ["matcher", "simulator", "events"]) as c:
+        yield c
+
+
+def endpoints(config: Config) -> dict[str, tuple[str, str]]:
+    return {"matcher": (address(config, "matcher_pub"), address(config, "matcher_rpc")),
+            "simulator": (address(config, "sim_pub"), address(config, "sim_rpc"))}
+
+
+def poll_until(feeds: list[QuantFeed], done: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "condition not met in time"
+        for feed in feeds:
+            feed.poll(5)
+
+
+def publishers_state(cluster: Cluster) -> tuple[dict[str, Any], dict[str, int]]:
+    """The truth, read from the producers themselves (call while the market is paused)."""
+    matcher, sim = cluster.services["matcher"], cluster.services["simulator"]
+    assert isinstance(matcher, MatcherService) and isinstance(sim, SimulatorService)
+    engine = matcher.engine
+    state: dict[str, Any] = {"md.status": content(msgpack.unpackb(encode(engine.status())))}
+    for iid, book in engine.books.items():
+        bids, asks = book.depth(None)
+        state["md.book." + iid] = book_levels([list(b) for b in bids], [list(a) for a in asks])
+    for iid, trade in engine.last_trades.items():
+        state["md.trade." + iid] = content(msgpack.unpackb(encode(trade)))
+    for topic, event in sim.feed.last.items():
+        state[topic.decode()] = content(msgpack.unpackb(encode(event)))
+    seqs = {t.decode(): n for t, n in engine.seqs.items() if t.startswith(b"md.")}
+    seqs |= {t.decode(): n for t, n in sim.feed.seqs.items() if t in sim.feed.last}
+    return state, seqs
+
+
+class Dropper:
+    """Loses frames on purpose: every 7th one while `sparse`, all of them while `all`."""
+
+    def __init__(self) -> None:
+        self.mode = "sparse"
+        self.dropped = 0
+
+    def __call__(self, source: str, n: int) -> bool:
+        drop = self.mode == "all" or (self.mode == "sparse" and n % 7 == 3)
+        self.dropped += drop
+        return drop
+
+
+def test_late_and_lossy_subscribers_end_with_the_publishers_state(cluster: Cluster) -> None:
+    config = cluster.config
+    sim = cluster.services["simulator"]
+    assert isinstance(sim, SimulatorService)
+    deadline = time.monotonic() + 10
+    while sim.step.tick < 100:  # join mid-run
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    dropper = Dropper()
+    late = QuantFeed(endpoints(config), cluster.ctx)
+    lossy = QuantFeed(endpoints(config), cluster.ctx, drop=dropper)
+    feeds = [late, lossy]
+    start = sim.step.tick
+    poll_until(feeds, lambda: sim.step.tick >= start + 150)  # sparse losses, gaps, resyncs
+    dropper.mode = "all"  # lose everything up to the pause: last messages that no later
+    poll_until(feeds, lambda: sim.step.tick >= start + 170)  # message will reveal
+    gm = GameMaster(config, cluster.ctx)
+    assert gm.set_speed(0.0).ok  # pause: the market goes idle
+    paused_at = time.monotonic()
+    poll_until(feeds, lambda: time.monotonic() > paused_at + 0.3)
+    dropper.mode = "none"
+    poll_until(feeds, lambda: late.settled() and lossy.settled())
+    truth, seqs = publishers_state(cluster)
+    assert any(k.startswith("md.trade.") for k in truth), "the market traded"
+    for feed in feeds:
+        assert feed.seqs() == seqs
+        assert feed.state() == truth
+    late_stats = {s.name: s.stats for s in late.sources}
+    assert all(s["gaps"] == 0 and s["repairs"] == 0 and s["snapshots"] == 1
+               for s in late_stats.values()), late_stats
+    lossy_stats = {s.name: s.stats for s in lossy.sources}
+    assert dropper.dropped > 100
+    assert all(s["gaps"] > 0 and s["snapshots"] > 1 for s in lossy_stats.values()), lossy_stats
+    assert sum(s["repairs"] for s in lossy_stats.values()) >= 1, lossy_stats  # tail losses
+    gm.close()
+    for feed in feeds:
+        feed.close()
+
+
+def test_feed_frames_are_plain_msgpack_and_snapshots_answer_plain_requests(
+    cluster: Cluster,
+) -> None:
+    config = cluster.config
+    rpc = cluster.ctx.socket(zmq.DEALER)
+    rpc.connect(address(config, "sim_rpc"))
+    rpc.send(msgpack.packb({"type": "snapshot_request"}))
+    assert rpc.poll(5000)
+    snap = msgpack.unpackb(rpc.recv())
+    assert snap["type"] == "feed_snapshot" and snap["service"] == "simulator"
+    assert set(snap["events"]) == {"md.underlying.SPX", "md.underlying.SPY", "md.fair.SPX",
+                                   "md.fair.SPY"}
+    fair = snap["events"]["md.fair.SPX"]
+    assert fair["seq"] == snap["seqs"]["md.fair.SPX"]
+    assert {iid for iid, _, _ in fair["values"]} >= {"SPX_4500_CALL", "SPX_4500_PUT"}
+    rpc.send(b"\xc1 not msgpack")
+    assert rpc.poll(5000) and msgpack.unpackb(rpc.recv())["type"] == "error_reply"
+    rpc.close(linger=0)

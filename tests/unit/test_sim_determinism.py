@@ -1,0 +1,223 @@
+"""The simulator and events steps wired together as the services wire them, without sockets:
+same seed and same inputs -> the same price path and the same news, byte for byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from common.config import Config
+from common.feed import Feed
+from common.messages import FairValues, InjectNews, News, NewsShock, UnderlyingTick, encode
+from services.events import step as events_step
+from services.events.step import EventsStep
+from services.simulator import step as sim_step
+from services.simulator.clock import GameClock
+from services.simulator.step import SimStep
+from tests.conftest import make_config
+
+FAST_NEWS = {"news_mean_gap_s": 120.0, "news_min_gap_s": 30.0}
+
+
+def game_config(tmp_path: Path, seed: int = 42, **sim: Any) -> Config:
+    return make_config(tmp_path, game={"seed": seed}, events=FAST_NEWS, simulator=sim)
+
+
+class Game:
+    """Both steps in one loop: shocks go out after tick t and are in before tick t + 1."""
+
+    def __init__(self, config: Config) -> None:
+        self.sim: SimStep = sim_step.build_step(config)
+        self.events: EventsStep = events_step.build_step(config)
+        self.public: list[bytes] = []
+        self.news: list[News] = []
+        self.orders: list[Any] = []
+        self._run(self.sim.start())
+
+    def _run(self, out: sim_step.TickOutput) -> None:
+        self.public += [encode(e) for e in (*out.underlyings, *out.fair_values)]
+        self.orders += out.orders
+        result = self.events.on_state(out.state)
+        for _, event in result.public:
+            if isinstance(event, News):
+                self.news.append(event)
+                self.public.append(encode(event))
+        for _, private in result.private:
+            if isinstance(private, NewsShock):
+                self.sim.add_shock(private)
+
+    def play(self, ticks: int, inject: dict[int, InjectNews] | None = None) -> Game:
+        for _ in range(ticks):
+            request = (inject or {}).get(self.sim.tick)
+            if request is not None:
+                self.events.inject(request)
+                for _, shock in self.events.due_shocks():
+                    assert isinstance(shock, NewsShock)
+                    self.sim.add_shock(shock)
+            assert self.sim.can_advance, "the next scheduled shock is always in by now"
+            self._run(self.sim.advance())
+        return self
+
+    def path(self) -> list[tuple[int, int]]:
+        ticks = [msgspec.msgpack.decode(b, type=UnderlyingTick | FairValues | News)
+                 for b in self.public]
+        return [(t.tick, t.price) for t in ticks if isinstance(t, UnderlyingTick)
+                and t.symbol == "SPX"]
+
+
+def test_same_seed_same_prices_and_news_byte_for_byte(tmp_path: Path) -> None:
+    first = Game(game_config(tmp_path)).play(3000)
+    again = Game(game_config(tmp_path)).play(3000)
+    assert len(first.news) >= 10, "the run must contain news for the test to mean anything"
+    assert any(n.jump for n in first.news)
+    assert b"".join(first.public) == b"".join(again.public)
+    assert msgspec.msgpack.encode(first.orders) == msgspec.msgpack.encode(again.orders)
+    other = Game(game_config(tmp_path, seed=43)).play(3000)
+    assert b"".join(first.public) != b"".join(other.public)
+    assert [n.headline for n in first.news] != [n.headline for n in other.news]
+
+
+def test_same_injected_inputs_same_game(tmp_path: Path) -> None:
+    shock = {500: InjectNews(headline="Fed announces emergency meeting", jump=True,
+                             regime_shift=True, magnitude=0.02)}
+    first = Game(game_config(tmp_path)).play(1000, shock)
+    again = Game(game_config(tmp_path)).play(1000, shock)
+    plain = Game(game_config(tmp_path)).play(1000)
+    assert b"".join(first.public) == b"".join(again.public)
+    assert first.path()[:501] == plain.path()[:501]  # identical up to the injection
+    injected = [n for n in first.news if n.injected]
+    assert len(injected) == 1 and injected[0].tick == 501 and injected[0].jump
+
+
+def test_news_hit_the_price_at_their_tick(tmp_path: Path) -> None:
+    quiet = {"tracking_std": 0.0, "tracking_noise_std": 0.0}
+    game = Game(game_config(tmp_path, **quiet)).play(4000)
+    assert game.sim.late_shocks == 0  # every scheduled shock was in before its tick
+    jumps = [n for n in game.news if n.jump]
+    assert jumps
+    path = dict(game.path())
+    for news in jumps:  # a 0.5-3% jump dwarfs a one-tick GBM move (~0.01-0.03%)
+        move = path[news.tick] / path[news.tick - 1] - 1.0
+        sign = 1 if news.direction == "up" else -1
+        assert move * sign == pytest.approx(news.magnitude, abs=0.002)
+    gaps = [b.tick - a.tick for a, b in zip(game.news, game.news[1:], strict=False)]
+    assert min(gaps) >= FAST_NEWS["news_min_gap_s"]
+
+
+def test_a_lost_shock_is_sent_again_and_still_hits_on_time(tmp_path: Path) -> None:
+    config = game_config(tmp_path)
+    sim, events = sim_step.build_step(config), events_step.build_step(config)
+    out = sim.start()
+    lost = [s for _, s in events.on_state(out.state).private if isinstance(s, NewsShock)]
+    assert len(lost) == 1  # the first scheduled item, sent at once, lost here
+    resent: list[NewsShock] = []
+    for _ in range(10):
+        result = events.on_state(sim.advance().state)
+        for _, shock in result.private:
+            if isinstance(shock, NewsShock):
+                resent.append(shock)
+                sim.add_shock(shock)
+    assert [s.news_id for s in resent] == [lost[0].news_id]
+    assert not sim.add_shock(resent[0])  # a duplicate is ignored
+    while sim.tick < lost[0].tick:
+        sim.advance()
+    assert sim.late_shocks == 0 and sim.start().state.news_applied[-1] == (lost[0].news_id,
+                                                                          lost[0].tick)
+
+
+def test_the_simulator_holds_at_a_news_tick_until_the_next_item_is_scheduled(
+    tmp_path: Path,
+) -> None:
+    config = game_config(tmp_path)
+    sim, events = sim_step.build_step(config), events_step.build_step(config)
+    out = sim.start()
+    while True:
+        result = events.on_state(out.state)
+        shocks = [s for _, s in result.private if isinstance(s, NewsShock)]
+        if any(isinstance(e, News) for _, e in result.public):
+            break  # the events service answers this tick late, or never
+        for shock in shocks:
+            sim.add_shock(shock)
+        assert sim.can_advance
+        out = sim.advance()
+    assert not sim.can_advance and sim.tick == out.state.news_applied[-1][1]
+    sim.add_shock(shocks[0])
+    assert sim.can_advance  # the next one is in: the path goes on as if it had never waited
+    sim.release()
+    assert sim.can_advance
+
+
+def test_an_events_service_joining_mid_game_schedules_from_now(tmp_path: Path) -> None:
+    config = game_config(tmp_path)
+    sim = sim_step.build_step(config)
+    sim.start()
+    for _ in range(5000):
+        out = sim.advance()
+    events = events_step.build_step(config)
+    shocks = [s for _, s in events.on_state(out.state).private if isinstance(s, NewsShock)]
+    assert len(shocks) == 1 and shocks[0].tick >= 5000 + FAST_NEWS["news_min_gap_s"]
+
+
+def test_forced_regime_takes_effect_next_tick(tmp_path: Path) -> None:
+    sim = sim_step.build_step(game_config(tmp_path))
+    sim.start()
+    sim.force_regime(2)
+    state = sim.advance().state
+    assert state.window[0] == 2 and len(state.window) == 6
+    with pytest.raises(ValueError):
+        sim.force_regime(3)
+
+
+def test_signals_go_to_the_roles_configured_for_them(tmp_path: Path) -> None:
+    roles = {"retail": {"maker_fee_cents": -1, "taker_fee_cents": -3, "position_limit": 50,
+                        "total_position_limit": 50, "max_order_size": 50, "max_orders_per_s": 1,
+                        "signals": ["tracking_error", "volatility_forecast"]}}
+    config = make_config(tmp_path, game={"roles": roles})
+    sim, events = sim_step.build_step(config), events_step.build_step(config)
+    seen: set[tuple[bytes, str]] = set()
+    out = sim.start()
+    for _ in range(2000):
+        seen |= {(t, type(e).__name__) for t, e in events.on_state(out.state).private}
+        out = sim.advance()
+    assert seen == {(b"signal.retail", "TrackingErrorSignal"),
+                    (b"signal.retail", "VolForecastSignal"), (b"sys.news_shock", "NewsShock")}
+
+
+def test_game_clock_paces_pauses_and_catches_up() -> None:
+    clock = GameClock(tick_interval_s=1.0, speed=10.0, now=100.0, max_catchup=50)
+    assert clock.due(100.05) == 0 and clock.due(100.1) == 1 and clock.due(100.35) == 2
+    assert clock.seconds_to_next(100.35) == pytest.approx(0.05)
+    clock.set_speed(0.0, 100.35)
+    assert clock.due(500.0) == 0 and clock.seconds_to_next(500.0) is None
+    clock.set_speed(100.0, 500.0)
+    assert clock.due(500.1) == 10
+    assert clock.due(600.0) == 50 and clock.skipped > 0  # far behind: skips instead of bursting
+    assert clock.due(600.005) == 0 and clock.due(600.011) == 1
+    with pytest.raises(ValueError):
+        clock.set_speed(-1.0, 601.0)
+
+
+def test_feed_stamps_per_topic_seqs_and_keeps_the_last_state() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.parts: list[bytes] = []
+
+        def send(self, data: bytes, flags: int = 0) -> None:
+            self.parts.append(data)
+
+        @property
+        def frames(self) -> list[list[bytes]]:
+            return [self.parts[i : i + 2] for i in range(0, len(self.parts), 2)]
+
+    sink, feed = Sink(), Feed("simulator", epoch=7)
+    for tick in range(3):
+        for symbol in ("SPX", "SPY"):
+            event = UnderlyingTick(symbol=symbol, price=100 + tick, tick=tick, game_s=tick)
+            feed.publish(sink, f"md.underlying.{symbol}".encode(), event)  # type: ignore[arg-type]
+    snap = feed.snapshot()
+    assert snap.seqs == {"md.underlying.SPX": 3, "md.underlying.SPY": 3} and snap.last_seq == 6
+    assert snap.events["md.underlying.SPY"].price == 102  # type: ignore[union-attr]
+    assert {msgspec.msgpack.decode(f[1])["epoch"] for f in sink.frames} == {7}
