@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/matcher_core.py --quick
 	$(BIN)/python bench/matcher_service.py --quick
+	$(BIN)/python bench/gateway.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

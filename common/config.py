@@ -156,11 +156,32 @@ class BusConfig(_Section, frozen=True, kw_only=True):
 
 class GatewayConfig(_Section, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = 8000  # 0 picks a free port (tests)
+    id: str = ""  # responses come back on resp.<id>; "" = a fresh random id per process
+    request_timeout_s: float = 5.0  # no answer from the matcher by then: PROCESSING_TIMEOUT
+    start_timeout_s: float = 30.0  # how long start-up waits for the matcher before going on
+    max_body_bytes: int = 16_384
+    max_ws_frame_bytes: int = 65_536
+    ws_queue_size: int = 10_000  # messages pending per connection before it is dropped as slow
+    ws_close_timeout_s: float = 2.0  # a dropped slow client gets this long to take its close
+    md_interval_s: float = 0.05  # market_data is conflated: at most one per instrument per interval
+    session_ttl_s: float = 300.0  # a disconnected team can resume with ?since=N for this long
+    session_window: int = 100_000  # private messages remembered per session for ?since=N
+    rate_limit: bool = True  # per-team order rate checked here too, before the matcher
+    auth_cache_size: int = 100_000
+    negative_auth_ttl_s: float = 5.0  # an unknown key is not asked about again for this long
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be within 0..65535")
+        if len(self.id) > 32 or not all(c.isalnum() or c in "-_" for c in self.id):
+            raise ValueError("id: at most 32 letters, digits, '-' or '_'")
+        positive = (self.request_timeout_s, self.start_timeout_s, self.max_body_bytes,
+                    self.max_ws_frame_bytes, self.ws_queue_size, self.ws_close_timeout_s,
+                    self.md_interval_s, self.session_ttl_s, self.session_window,
+                    self.auth_cache_size)
+        if min(positive) <= 0 or self.negative_auth_ttl_s < 0:
+            raise ValueError("timeouts, limits and sizes must be positive")
 
 
 class DbConfig(_Section, frozen=True, kw_only=True):

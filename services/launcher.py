@@ -19,6 +19,7 @@ from common.config import SERVICES, Config
 from common.service import Context, Service
 from services.dbwriter.service import DbWriterService
 from services.events.service import EventsService
+from services.gateway.service import GatewayService
 from services.matcher.service import MatcherService
 from services.simulator.service import SimulatorService
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 BUILT: dict[str, type[Service]] = {
     "dbwriter": DbWriterService, "matcher": MatcherService, "simulator": SimulatorService,
-    "events": EventsService,
+    "events": EventsService, "gateway": GatewayService,
 }
 
 

@@ -1,0 +1,71 @@
+"""API keys: random secrets shown once; the exchange only ever holds their SHA-256.
+
+The matcher's team registry is the source of truth (it journals each key hash with the team),
+so any gateway, including a restarted one, learns a key it has not seen by asking the matcher
+(TeamQuery by hash) once, then serves it from its cache. Unknown keys are remembered briefly,
+so a flood of bad keys costs the matcher at most one question per key per `negative_ttl_s`.
+Keys are found by their hash (timing can only tell bits of a hash, never of the key) and the
+stored hash is then compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from common.messages import TeamInfo
+
+KEY_PREFIX = "itg_"
+MAX_KEY_LENGTH = 128
+
+Lookup = Callable[[str], Awaitable[tuple[TeamInfo, str] | None]]  # hash -> (team, stored hash)
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyRing:
+    def __init__(self, lookup: Lookup, size: int, negative_ttl_s: float) -> None:
+        self._lookup = lookup
+        self._size = size
+        self._negative_ttl = negative_ttl_s
+        self._known: OrderedDict[str, tuple[str, TeamInfo]] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+
+    def remember(self, hashed: str, team: TeamInfo) -> None:
+        self._known[hashed] = (hashed, team)
+        self._unknown.pop(hashed, None)
+        if len(self._known) > self._size:
+            self._known.popitem(last=False)
+
+    async def team_for(self, key: str | None) -> TeamInfo | None:
+        """The key's team, or None for a key that is malformed or not registered."""
+        if not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
+            return None
+        hashed = key_hash(key)
+        known = self._known.get(hashed)
+        if known is not None and hmac.compare_digest(known[0], hashed):
+            return known[1]
+        return await self._ask(hashed)
+
+    async def _ask(self, hashed: str) -> TeamInfo | None:
+        now = time.monotonic()
+        if self._unknown.get(hashed, 0.0) > now:
+            return None
+        found = await self._lookup(hashed)  # BusTimeout/BusUnavailable propagate: not a "no"
+        if found is None or not hmac.compare_digest(found[1], hashed):
+            self._unknown[hashed] = now + self._negative_ttl
+            if len(self._unknown) > self._size:
+                self._unknown.popitem(last=False)
+            return None
+        self.remember(hashed, found[0])
+        return found[0]

@@ -1,0 +1,265 @@
+"""The gateway's side of the bus, on its asyncio loop: commands out; answers and feeds in.
+
+Plain zmq sockets watched with `loop.add_reader`, not zmq.asyncio: a per-call future and
+poller in zmq.asyncio costs about three times the round trip itself. A zmq FD is
+edge-triggered, so every wake-up drains its socket, and any send or (un)subscribe on a socket
+that also receives is followed by a re-check (it may have consumed the edge).
+
+Commands go out on the `commands` PUSH with `gw` set to this gateway, and their Response comes
+back on `resp.<gw>` matched by req_id. Requests go over a DEALER as [request id, payload]; the
+matcher's ROUTER echoes every frame before the payload, so answers are matched by that id and
+a late answer to an abandoned request can never be taken for another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import zmq
+
+from common import topics
+from common.config import Config
+from common.messages import (
+    Command,
+    DecodeError,
+    ErrorReply,
+    Message,
+    Pong,
+    Probe,
+    Response,
+    decode,
+    encode,
+)
+from common.service import Context, Socket
+from common.transport import make_socket
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+Sink = Callable[[bytes, bytes], None]
+DRAIN_BATCH = 256  # messages per wake-up before yielding to the loop
+FEEDS = (  # channel, topic prefixes: the feeds every gateway follows besides its own
+    ("matcher_pub", (topics.MD, topics.HEARTBEAT)),
+    ("events_pub", (topics.NEWS, topics.SIGNAL, topics.HEARTBEAT)),  # news, public signals
+    ("events_private", (topics.SIGNAL,)),  # signal.<role>: only for the teams of that role
+    ("sim_pub", (topics.HEARTBEAT,)),
+)
+
+
+class BusTimeout(Exception):
+    """The matcher did not answer in time."""
+
+
+class BusUnavailable(Exception):
+    """The request could not be handed to the bus (queue full) or was refused."""
+
+
+def _noop(topic: bytes, payload: bytes) -> None:
+    return None
+
+
+class Bridge:
+    def __init__(self, config: Config, ctx: Context, gw_id: str) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.gw_id = gw_id
+        self.resp_topic = topics.response(gw_id)
+        self.on_private: Sink = _noop  # exec.<team> frames, still encoded
+        self.on_public: Sink = _noop  # md.*, news, signal.*, sys.heartbeat.*
+        self.pong_seen = asyncio.Event()
+        self.counters: dict[str, int] = {"late_responses": 0, "bad_frames": 0}
+        self._pending: dict[str, asyncio.Future[Response]] = {}
+        self._calls: dict[bytes, asyncio.Future[Message]] = {}
+        self._ids = itertools.count(1)
+        self._sockets: list[Socket] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- life cycle (on the loop's thread) ---
+
+    def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.push = self._socket("commands")
+        self.private = self._socket("matcher_private")
+        self.private.subscribe(topics.EXEC)  # before resp.<gw>: a Pong then proves both joined
+        self.private.subscribe(self.resp_topic)
+        self.rpc = self._socket("matcher_rpc")
+        self._watch(self.private, self._read_private)
+        self._watch(self.rpc, self._read_rpc)
+        for channel, prefixes in FEEDS:
+            sub = self._socket(channel)
+            for prefix in prefixes:
+                sub.subscribe(prefix)
+            self._watch(sub, self._reader(sub))
+
+    def close(self) -> None:
+        loop = self._loop
+        for sock in self._sockets:
+            if loop is not None:
+                loop.remove_reader(_fd(sock))
+            sock.close(linger=0)
+        self._sockets.clear()
+        waiting: list[asyncio.Future[Any]] = [*self._pending.values(), *self._calls.values()]
+        for fut in waiting:
+            if not fut.done():
+                fut.set_exception(BusUnavailable("gateway stopping"))
+
+    def _socket(self, channel: str) -> Socket:
+        sock = make_socket(self.ctx, self.config, channel, bind=False)
+        self._sockets.append(sock)
+        return sock
+
+    def _watch(self, sock: Socket, drain: Callable[[], None]) -> None:
+        assert self._loop is not None
+        self._loop.add_reader(_fd(sock), drain)
+        self._loop.call_soon(drain)
+
+    def _recheck(self, sock: Socket, drain: Callable[[], None]) -> None:
+        if int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN and self._loop is not None:
+            self._loop.call_soon(drain)
+
+    # --- commands ---
+
+    async def command(self, cmd: Command, timeout: float) -> Response:
+        """Send a command and wait for its Response; BusTimeout if none comes in time."""
+        assert self._loop is not None
+        req_id = cmd.req_id = f"{next(self._ids):x}"
+        cmd.gw = self.gw_id
+        fut: asyncio.Future[Response] = self._loop.create_future()
+        try:
+            self.push.send_multipart((b"cmd", encode(cmd)), zmq.NOBLOCK)
+        except zmq.Again as exc:
+            raise BusUnavailable("command queue full") from exc
+        self._pending[req_id] = fut
+        timer = self._loop.call_later(timeout, self._expire, req_id)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+
+    def _expire(self, req_id: str) -> None:
+        fut = self._pending.pop(req_id, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(BusTimeout())
+
+    def _expire_call(self, rid: bytes) -> None:
+        fut = self._calls.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(BusTimeout())
+
+    def _read_private(self) -> None:
+        sock, resp_topic = self.private, self.resp_topic
+        for _ in range(DRAIN_BATCH):
+            try:
+                topic, payload = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                self.counters["bad_frames"] += 1
+                continue
+            if topic == resp_topic:
+                self._answer(payload)
+            elif topic.startswith(topics.EXEC):
+                self.on_private(topic, payload)
+        self._again(self._read_private)
+
+    def _answer(self, payload: bytes) -> None:
+        try:
+            msg = decode(payload)
+        except DecodeError:
+            self.counters["bad_frames"] += 1
+            return
+        if isinstance(msg, Response):
+            fut = self._pending.pop(msg.req_id, None)
+            if fut is None:
+                self.counters["late_responses"] += 1
+            elif not fut.done():
+                fut.set_result(msg)
+        elif isinstance(msg, Pong):
+            self.pong_seen.set()
+
+    # --- requests over the DEALER ---
+
+    async def call(self, request: Message, kind: type[M], timeout: float) -> M:
+        assert self._loop is not None
+        rid = next(self._ids).to_bytes(8, "big")
+        fut: asyncio.Future[Message] = self._loop.create_future()
+        self._calls[rid] = fut
+        try:
+            self.rpc.send_multipart((rid, encode(request)), zmq.NOBLOCK)
+        except zmq.Again as exc:
+            del self._calls[rid]
+            raise BusUnavailable("request queue full") from exc
+        self._recheck(self.rpc, self._read_rpc)
+        timer = self._loop.call_later(timeout, self._expire_call, rid)
+        try:
+            reply = await fut
+        finally:
+            timer.cancel()
+        if isinstance(reply, ErrorReply):
+            raise BusUnavailable(reply.message)
+        if not isinstance(reply, kind):
+            raise BusUnavailable(f"expected {kind.__name__}, got {type(reply).__name__}")
+        return reply
+
+    def _read_rpc(self) -> None:
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = self.rpc.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            fut = self._calls.pop(frames[0], None) if len(frames) == 2 else None
+            if fut is None or fut.done():
+                continue
+            try:
+                fut.set_result(decode(frames[1]))
+            except DecodeError as exc:
+                fut.set_exception(BusUnavailable(f"malformed answer: {exc}"))
+        self._again(self._read_rpc)
+
+    async def probe(self, timeout: float) -> Pong:
+        """Proves the private SUB is joined: the matcher publishes a Pong on resp.<gw>."""
+        self.pong_seen.clear()
+        pong = await self.call(Probe(gw=self.gw_id), Pong, timeout)
+        await asyncio.wait_for(self.pong_seen.wait(), timeout)
+        return pong
+
+    # --- public feeds ---
+
+    def _reader(self, sock: Socket) -> Callable[[], None]:
+        def drain() -> None:
+            sink = self.on_public
+            for _ in range(DRAIN_BATCH):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                if len(frames) == 2:
+                    sink(frames[0], frames[1])
+                else:
+                    self.counters["bad_frames"] += 1
+            self._again(drain)
+
+        return drain
+
+    def _again(self, drain: Callable[[], None]) -> None:
+        if self._loop is not None:
+            self._loop.call_soon(drain)
+
+
+def _fd(sock: Socket) -> int:
+    return int(sock.getsockopt(zmq.FD))
+
+
+async def wait_matcher(bridge: Bridge, deadline: float) -> Pong | None:
+    """Probe until the matcher answers and our private subscription is proven, or give up."""
+    while time.monotonic() < deadline:
+        try:
+            return await bridge.probe(timeout=0.5)
+        except (BusTimeout, BusUnavailable, TimeoutError):
+            continue
+    return None

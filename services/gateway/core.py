@@ -1,0 +1,130 @@
+"""The gateway's composition root inside its event loop: bus bridge, keys, books, WebSockets.
+
+Start-up: open the sockets; prove the private subscription (Probe -> Pong on resp.<gw>);
+prove the public one (a matcher heartbeat arrives on it); only then take a market snapshot, so
+no book delta can fall between the snapshot and the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import Any
+
+from common import topics
+from common.config import Config
+from common.instruments import build_instruments
+from common.messages import MarketSnapshot, SnapshotRequest, TeamInfo, TeamQuery, TeamReply
+from common.service import Context
+from services.gateway.auth import KeyRing
+from services.gateway.books import BookMirror
+from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable, wait_matcher
+from services.gateway.hub import Hub
+from services.gateway.limits import RateLimiter
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+class Gateway:
+    def __init__(self, config: Config, ctx: Context) -> None:
+        self.config = config
+        self.settings = config.gateway
+        self.gw_id = self.settings.id or f"gw-{secrets.token_hex(4)}"
+        self.instruments = build_instruments(config.game)
+        self.bridge = Bridge(config, ctx, self.gw_id)
+        self.mirror = BookMirror(self._market_changed)
+        self.hub = Hub(self.settings, self.bridge, self.mirror)
+        self.keys = KeyRing(self._lookup_key, self.settings.auth_cache_size,
+                            self.settings.negative_auth_ttl_s)
+        self.limiter = RateLimiter(config.game.roles, self.settings.rate_limit)
+        self.last_write: dict[str, int] = {}  # team -> ts of its last book-changing command
+        self.beats: dict[str, float] = {}
+        self.matcher_ready = asyncio.Event()
+        self.md_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- life cycle ---
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.bridge.on_private = self.hub.on_private
+        self.bridge.on_public = self._on_public
+        self.bridge.open()
+        self._tasks = [self.loop.create_task(self._sync()),
+                       self.loop.create_task(self.hub.market_data_loop())]
+
+    async def wait_synced(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.md_ready.wait(), timeout)
+        return self.md_ready.is_set()
+
+    async def stop(self) -> None:
+        self.hub.close_all(1001, "gateway shutting down")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.bridge.close()
+
+    async def _sync(self) -> None:
+        while await wait_matcher(self.bridge, time.monotonic() + 3600) is None:
+            pass
+        self.matcher_ready.set()
+        log.info("gateway %s: matcher answers, private feed joined", self.gw_id)
+        while "matcher" not in self.beats:  # a heartbeat proves the public feed is joined
+            await asyncio.sleep(0.005)
+        while True:
+            await self.mirror.need_snapshot.wait()
+            try:
+                snap = await self.bridge.call(SnapshotRequest(), MarketSnapshot,
+                                              self.settings.request_timeout_s)
+            except (BusTimeout, BusUnavailable) as exc:
+                log.warning("gateway %s: market snapshot failed (%r); retrying", self.gw_id, exc)
+                continue
+            self.mirror.load(snap)
+            self.md_ready.set()
+
+    # --- feeds ---
+
+    def _on_public(self, topic: bytes, payload: bytes) -> None:
+        if topic.startswith(topics.MD):
+            self.mirror.feed(topic, payload)
+        elif topic.startswith(topics.HEARTBEAT):
+            self.beats[topic[len(topics.HEARTBEAT):].decode(errors="replace")] = time.monotonic()
+        elif topic.startswith(topics.SIGNAL):
+            self.hub.signal(topic, payload)
+        elif topic == topics.NEWS:
+            self.hub.news(payload)
+
+    def _market_changed(self, instrument_id: str) -> None:
+        self.hub.market_changed(instrument_id)
+
+    # --- keys ---
+
+    async def _lookup_key(self, hashed: str) -> tuple[TeamInfo, str] | None:
+        reply = await self.bridge.call(TeamQuery(key_hash=hashed), TeamReply,
+                                       self.settings.request_timeout_s)
+        if reply.team is None or reply.key_hash is None:
+            return None
+        return reply.team, reply.key_hash
+
+    async def authenticate(self, key: str | None) -> TeamInfo | None:
+        return await self.keys.team_for(key)
+
+    # --- health ---
+
+    def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        stale = max(3 * self.config.bus.heartbeat_s, 1.0)
+        services: dict[str, dict[str, Any]] = {
+            name: {"alive": now - seen < stale, "last_heartbeat_s": round(now - seen, 3)}
+            for name, seen in sorted(self.beats.items())}
+        services["gateway"] = {"alive": True, "synced": self.md_ready.is_set() and
+                               self.mirror.synced, "websockets": len(self.hub.live)}
+        matcher_alive = services.get("matcher", {}).get("alive", False)
+        return {"status": "ok" if matcher_alive else "degraded", "service": "itg-gateway",
+                "version": VERSION, "gateway_id": self.gw_id, "services": services}

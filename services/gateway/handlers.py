@@ -1,0 +1,212 @@
+"""What each endpoint does, once the caller is authenticated and its body is valid JSON.
+
+Each returns the envelope of API.md. Checks done here are only those the wire needs (a price
+must become whole ticks, a quantity must fit the wire); they use the matcher's codes, messages
+and details. Everything else (instrument, phase, position limits...) is the matcher's call.
+"""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+from typing import Any
+
+from common.messages import (
+    AccountQuery,
+    AccountReply,
+    CancelOrder,
+    Command,
+    NewOrder,
+    OrderResult,
+    RegisterTeam,
+    Response,
+    TeamInfo,
+)
+from common.money import to_ticks
+from services.gateway import views
+from services.gateway.auth import key_hash, new_key
+from services.gateway.bridge import BusTimeout, BusUnavailable
+from services.gateway.core import Gateway
+from services.gateway.schemas import SHORT, OrderRequest, RegisterRequest
+
+Body = dict[str, Any]
+SIDES = ("buy", "sell")
+ORDER_TYPES = ("limit", "market")
+BOOK_LEVELS = 5
+
+
+def envelope(request_id: str | None, *, data: Any = None, order_id: str | None = None,
+             error: tuple[str, str, dict[str, Any] | None] | None = None) -> Body:
+    return {"success": error is None,
+            "request_id": request_id or f"req_{secrets.token_hex(8)}",
+            "order_id": order_id, "data": data,
+            "error": None if error is None else {
+                "code": error[0], "message": error[1], "details": error[2] or {}},
+            "timestamp": views.now_iso()}
+
+
+def failure(request_id: str | None, code: str, message: str, details: dict[str, Any] | None = None,
+            order_id: str | None = None) -> Body:
+    return envelope(request_id, order_id=order_id, error=(code, message, details))
+
+
+async def ask(gw: Gateway, cmd: Command, request_id: str | None,
+              order_id: str | None = None) -> Response | Body:
+    """Send a command; the Response, or the envelope of a timeout or an unreachable bus."""
+    timeout = gw.settings.request_timeout_s
+    try:
+        return await gw.bridge.command(cmd, timeout)
+    except BusTimeout:
+        return failure(request_id, "PROCESSING_TIMEOUT",
+                       f"The exchange did not answer within {timeout:g} s", {
+                           "timeout_s": timeout, "retry": "resend with the same client_order_id:"
+                           " an order is never placed twice"}, order_id)
+    except BusUnavailable as exc:
+        return failure(request_id, "SERVICE_UNAVAILABLE", "The exchange is unavailable",
+                       {"reason": str(exc)}, order_id)
+
+
+def refused(request_id: str | None, r: Response) -> Body:
+    return failure(request_id, r.code or "INTERNAL_ERROR", r.message, r.details, r.order_id)
+
+
+async def register(gw: Gateway, req: RegisterRequest) -> Body:
+    key = new_key()
+    hashed = key_hash(key)
+    answer = await ask(gw, RegisterTeam(team_name=req.team_name, role=req.role, key_hash=hashed),
+                       None)
+    if not isinstance(answer, Response):
+        return answer
+    if not answer.ok or not isinstance(answer.result, TeamInfo):
+        return refused(None, answer)
+    gw.keys.remember(hashed, answer.result)
+    return envelope(None, data={**views.team(answer.result), "api_key": key})
+
+
+async def team(gw: Gateway, me: TeamInfo, team_id: str) -> Body:
+    """A team's own record; any other id is TEAM_NOT_FOUND, so ids cannot be probed."""
+    if team_id != me.team_id:
+        return failure(None, "TEAM_NOT_FOUND", "Team not found", {"team_id": team_id[:SHORT]})
+    return envelope(None, data=views.team(me))
+
+
+def _shape(req: OrderRequest, order_type: str) -> tuple[str, str, Body] | None:
+    if req.side not in SIDES:
+        return "INVALID_SIDE", f"Invalid side: {req.side!r}", {"side": req.side}
+    if order_type not in ORDER_TYPES:
+        return ("INVALID_ORDER_TYPE", f"Invalid order type: {order_type!r}",
+                {"order_type": order_type})
+    return None
+
+
+def _quantity(quantity: int, low: int, high: int) -> tuple[str, str, Body] | None:
+    if low <= quantity <= high:
+        return None
+    shown = quantity if abs(quantity) < 1 << 53 else str(quantity)
+    return "INVALID_QUANTITY", "Quantity out of range", {"quantity": shown, "min": low,
+                                                        "max": high}
+
+
+def _ticks(price: float | None, max_ticks: int) -> int | tuple[str, str, Body] | None:
+    if price is None:
+        return None
+    try:
+        ticks = to_ticks(Decimal(repr(price)))
+    except ValueError:
+        return "INVALID_PRICE", "Price must be a multiple of the tick 0.01", {
+            "price": price, "tick": 0.01}
+    if not 0 < ticks <= max_ticks:
+        return "INVALID_PRICE", "Price out of range", {
+            "price": price, "min": 0.01, "max": float(views.price(max_ticks) or 0)}
+    return ticks
+
+
+def _check(gw: Gateway, me: TeamInfo, req: OrderRequest,
+           order_type: str) -> int | tuple[str, str, Body] | None:
+    """The price in ticks (None for a market order), or the reject, in the matcher's order."""
+    if problem := _shape(req, order_type):
+        return problem
+    ticks = None if order_type == "market" else _ticks(req.price, gw.config.game.max_price_ticks)
+    if isinstance(ticks, tuple):
+        return ticks
+    role = gw.config.game.roles.get(me.role)
+    low, high = (role.min_order_size, role.max_order_size) if role else (1, 0)
+    return _quantity(req.quantity, low, high) or ticks
+
+
+async def place(gw: Gateway, me: TeamInfo, req: OrderRequest) -> Body:
+    rid = req.request_id
+    order_type = req.order_type or ("limit" if req.price is not None else "market")
+    ticks = _check(gw, me, req, order_type)
+    if isinstance(ticks, tuple):
+        return failure(rid, *ticks)
+    if (over := gw.limiter.admit(me.team_id, me.role)) is not None:
+        return failure(rid, "RATE_LIMIT_EXCEEDED", "Order rate limit exceeded", over)
+    answer = await ask(gw, NewOrder(
+        team_id=me.team_id, instrument_id=req.instrument_id, side=req.side,
+        quantity=req.quantity, order_type=order_type, price=ticks,
+        client_order_id=req.client_order_id), rid)
+    if not isinstance(answer, Response):
+        return answer
+    if not answer.ok or not isinstance(answer.result, OrderResult):
+        gw.limiter.give_back(me.team_id)
+        return refused(rid, answer)
+    gw.last_write[me.team_id] = answer.ts_ns
+    return envelope(rid, order_id=answer.order_id, data=views.order_result(answer.result))
+
+
+async def cancel(gw: Gateway, me: TeamInfo, order_id: str) -> Body:
+    if len(order_id) > SHORT:  # never a real id: the same answer as any unknown one
+        return failure(None, "CANCEL_FAILED", "Cancel failed: Order not found",
+                       {"order_id": order_id[:SHORT]}, order_id[:SHORT])
+    answer = await ask(gw, CancelOrder(team_id=me.team_id, order_id=order_id), None, order_id)
+    if not isinstance(answer, Response):
+        return answer
+    if not answer.ok or not isinstance(answer.result, OrderResult):
+        return refused(None, answer)
+    gw.last_write[me.team_id] = answer.ts_ns
+    return envelope(None, order_id=order_id, data=views.order_result(answer.result))
+
+
+async def account(gw: Gateway, me: TeamInfo) -> AccountReply | Body:
+    try:
+        return await gw.bridge.call(AccountQuery(team_id=me.team_id), AccountReply,
+                                    gw.settings.request_timeout_s)
+    except BusTimeout:
+        return failure(None, "PROCESSING_TIMEOUT", "The exchange did not answer in time",
+                       {"timeout_s": gw.settings.request_timeout_s})
+    except BusUnavailable as exc:
+        return failure(None, "SERVICE_UNAVAILABLE", "The exchange is unavailable",
+                       {"reason": str(exc)})
+
+
+async def orders(gw: Gateway, me: TeamInfo) -> Body:
+    reply = await account(gw, me)
+    if not isinstance(reply, AccountReply):
+        return reply
+    return envelope(None, data={"orders": [views.open_order(o) for o in reply.open_orders]})
+
+
+async def positions(gw: Gateway, me: TeamInfo) -> Body:
+    reply = await account(gw, me)
+    if not isinstance(reply, AccountReply):
+        return reply
+    return envelope(None, data={"team_id": me.team_id, "positions": reply.positions,
+                                "last_updated": views.now_iso()})
+
+
+async def book(gw: Gateway, me: TeamInfo, instrument_id: str) -> Body:
+    if instrument_id not in gw.instruments:
+        return failure(None, "INVALID_INSTRUMENT", f"Unknown instrument: {instrument_id[:SHORT]}",
+                       {"instrument_id": instrument_id[:SHORT]})
+    if not gw.mirror.synced:
+        return failure(None, "SERVICE_UNAVAILABLE", "Market data is resynchronising",
+                       {"retry": True})
+    await gw.mirror.wait_for(gw.last_write.get(me.team_id, 0), gw.settings.request_timeout_s)
+    levels = gw.mirror.books.get(instrument_id)
+    bids, asks = levels.top(BOOK_LEVELS) if levels is not None else ([], [])
+    return envelope(None, data={
+        "instrument_id": instrument_id,
+        "bids": [{"price": views.price(p), "quantity": q} for p, q in bids],
+        "asks": [{"price": views.price(p), "quantity": q} for p, q in asks],
+        "timestamp": views.now_iso()})

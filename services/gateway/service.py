@@ -1,0 +1,85 @@
+"""The gateway as a cluster service: uvicorn (uvloop + httptools) serving the API.
+
+uvicorn runs its own event loop in a thread this service starts; the service's own thread
+only supervises it, so the gateway is started, made ready and stopped like any other service.
+The listening socket is bound in `on_start`, so a busy port fails the start with a clear error
+and port 0 (tests) gives a known free port before anyone connects. uvicorn installs signal
+handlers only in the main thread, and this is never it: `stop()` is the way to end it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import socket
+import threading
+import time
+
+import uvicorn
+
+from common.service import Context, Service
+from services.gateway.app import create_asgi
+from services.gateway.core import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class GatewayService(Service):
+    name = "gateway"
+    poll_ms = 100
+
+    def on_start(self, ctx: Context) -> None:
+        settings = self.config.gateway
+        self.gateway = Gateway(self.config, ctx)
+        self.listener = socket.create_server((settings.host, settings.port), backlog=2048,
+                                             reuse_port=False)
+        self.port = self.listener.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(
+            create_asgi(self.gateway), loop="uvloop", http="httptools", ws="websockets-sansio",
+            ws_max_size=settings.max_ws_frame_bytes, ws_per_message_deflate=False,
+            lifespan="on", access_log=False, log_level="warning", proxy_headers=False,
+            timeout_graceful_shutdown=2))
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="itg-gateway-http", daemon=True)
+        self._thread.start()
+        self._wait_started(time.monotonic() + settings.start_timeout_s)
+        gc.collect()
+        gc.freeze()  # start-up objects never move again: fewer, shorter collections
+        log.info("gateway %s serving http://%s:%d", self.gateway.gw_id, settings.host, self.port)
+
+    def _serve(self) -> None:
+        try:
+            self.server.run(sockets=[self.listener])
+        except BaseException as exc:  # SystemExit from a failed lifespan start-up included
+            self._failed = exc
+            log.exception("gateway HTTP server failed")
+
+    def _wait_started(self, deadline: float) -> None:
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"gateway HTTP server did not start: {self._failed!r}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("gateway HTTP server did not start in time")
+            time.sleep(0.01)
+        loop_synced = asyncio.run_coroutine_threadsafe(
+            self.gateway.wait_synced(max(0.0, deadline - time.monotonic())), self.gateway.loop)
+        if not loop_synced.result():
+            log.warning("gateway %s: matcher not reachable yet; serving anyway",
+                        self.gateway.gw_id)
+
+    def on_tick(self, now: float) -> None:
+        """Supervise the HTTP thread. This thread polls no socket, so it waits here."""
+        if not self._thread.is_alive() and not self.stopping.is_set():
+            log.error("gateway HTTP server ended on its own; stopping the service")
+            self.stopping.set()
+        self.stopping.wait(self.poll_ms / 1000)
+
+    def on_stop(self) -> None:
+        if not hasattr(self, "server"):
+            return
+        self.server.should_exit = True
+        self._thread.join(10.0)
+        if self._thread.is_alive():
+            log.error("gateway HTTP server did not stop within 10 s")
+        self.listener.close()

@@ -1,0 +1,124 @@
+"""The gateway among others: several at once, restarts, a matcher that does not answer."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from common.messages import Command, NewOrder
+from services.gateway.service import GatewayService
+from services.launcher import Cluster
+from services.matcher.service import MatcherService
+from tests.conftest import make_config
+from tests.integration.gw import running
+
+
+@contextmanager
+def another_gateway(cluster: Cluster, gw_id: str) -> Iterator[httpx.Client]:
+    """A second gateway process-alike: its own id, port and sockets, same bus."""
+    config = make_config(Path(cluster.config.data_dir), gateway={"port": 0, "id": gw_id},
+                         bus={"heartbeat_s": 0.05})
+    service = GatewayService(config, cluster.ctx)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    assert service.ready.wait(10)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{service.port}", timeout=10) as client:
+            yield client
+    finally:
+        service.stop()
+        thread.join(10)
+
+
+def test_several_gateways_share_keys_and_route_each_answer_home(tmp_path: Path) -> None:
+    with running(tmp_path / "data", gateway={"id": "gw-a"}) as ex:
+        alice = ex.register("alice")
+        with another_gateway(ex.cluster, "gw-b") as b, another_gateway(ex.cluster, "gw-a2") as c:
+            bob = b.post("/game/teams/register", json={"team_name": "bob", "role": "retail"}
+                         ).json()["data"]
+            bob_key = {"X-API-Key": bob["api_key"]}
+            stream = alice.ws()  # on gateway A
+            stream.next()
+            for client in (b, c):  # alice's key works everywhere: learned from the matcher
+                r = client.post("/exchange/orders", headers=alice.headers, json={
+                    "instrument_id": "SPY_420_CALL", "side": "sell", "quantity": 1,
+                    "price": 2.5})
+                oid = r.json()["order_id"]
+                assert r.json()["data"]["status"] == "new"
+                assert stream.private("new_order_ack", oid)["data"]["price"] == 2.5
+            assert ex.http.get("/positions", headers=bob_key).json()["data"]["team_id"] == (
+                bob["team_id"])
+            fill = c.post("/exchange/orders", headers=bob_key, json={
+                "instrument_id": "SPY_420_CALL", "side": "buy", "quantity": 2}).json()
+            assert fill["data"]["filled_quantity"] == 2
+            assert alice.positions() == {"SPY_420_CALL": -2}
+            stream.close()
+
+
+def test_a_restarted_gateway_still_accepts_every_key(tmp_path: Path) -> None:
+    with running(tmp_path / "data") as ex:
+        team = ex.register("survivor")
+        with another_gateway(ex.cluster, "gw-fresh") as fresh:
+            r = fresh.get("/positions", headers=team.headers)
+            assert r.json()["data"]["team_id"] == team.team_id
+            assert fresh.get("/positions", headers={"X-API-Key": "itg_nope"}).status_code == 401
+
+
+def _hold_matcher(cluster: Cluster, coid: str) -> threading.Event:
+    """Fault injection: the matcher thread stalls on the command with this client_order_id."""
+    matcher = cluster.services["matcher"]
+    assert isinstance(matcher, MatcherService)
+    engine, release = matcher.engine, threading.Event()
+    apply = engine.apply
+
+    def slow_apply(cmd: Command, seq: int, ts: int) -> Any:
+        if isinstance(cmd, NewOrder) and cmd.client_order_id == coid:
+            release.wait(10)
+        return apply(cmd, seq, ts)
+
+    engine.apply = slow_apply  # type: ignore[method-assign]
+    return release
+
+
+def test_timeout_then_retry_with_the_same_client_order_id_places_one_order(
+    tmp_path: Path,
+) -> None:
+    with running(tmp_path / "data", gateway={"request_timeout_s": 0.3}) as ex:
+        team = ex.register("patient")
+        release = _hold_matcher(ex.cluster, "once-only")
+        late = team.order("buy", 3, 4.00, client_order_id="once-only", request_id="try-1")
+        assert late["success"] is False and late["error"]["code"] == "PROCESSING_TIMEOUT"
+        assert late["request_id"] == "try-1" and late["error"]["details"]["timeout_s"] == 0.3
+        release.set()
+        retry = team.order("buy", 3, 4.00, client_order_id="once-only", request_id="try-2")
+        again = team.order("buy", 3, 4.00, client_order_id="once-only")
+        assert retry["success"] and retry["order_id"] == again["order_id"]
+        assert [(o["order_id"], o["client_order_id"]) for o in team.open_orders()] == [
+            (retry["order_id"], "once-only")]
+        gateway = ex.gateway.gateway
+        assert gateway.bridge.counters["late_responses"] == 1  # the first answer, dropped
+
+
+def test_gateway_side_rate_limit_stops_orders_before_the_matcher(tmp_path: Path) -> None:
+    with running(tmp_path / "data") as ex:
+        team = ex.register("eager", "retail")  # 1 order per second
+        stream = team.ws()
+        stream.next()
+        first, second = (team.order("buy", 1, 1.00) for _ in range(2))
+        assert first["success"]
+        assert second["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+        assert second["error"]["details"]["limit"] == 1
+        oid = first["order_id"]
+        assert stream.private("new_order_ack", oid)
+        third = team.cancel(oid)  # cancels are not rate limited
+        assert third["success"]
+        assert stream.private("cancel_ack", oid)
+        assert all(m["type"] != "new_order_reject" for m in stream.seen)  # matcher never saw it
+        stream.close()
+
+

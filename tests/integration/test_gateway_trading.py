@@ -1,0 +1,232 @@
+"""The bot API end to end: real uvicorn, real HTTP and WebSocket clients, real matcher."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.gw import CALL, Exchange, Team, running
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
+    with running(tmp_path_factory.mktemp("gw") / "data") as ex:
+        yield ex
+
+
+@pytest.fixture
+def mm(exchange: Exchange, request: pytest.FixtureRequest) -> tuple[Team, Team]:
+    name = request.node.name[:40]
+    return exchange.register(f"{name}-1"), exchange.register(f"{name}-2")
+
+
+def error(reply: dict[str, Any]) -> str:
+    assert reply["success"] is False and reply["data"] is None, reply
+    assert set(reply) == {"success", "request_id", "order_id", "data", "error", "timestamp"}
+    assert reply["error"]["message"] and isinstance(reply["error"]["details"], dict)
+    return reply["error"]["code"]  # type: ignore[no-any-return]
+
+
+def test_canonical_session(exchange: Exchange, mm: tuple[Team, Team]) -> None:
+    """The original's session: MM1 sells 1 @128.50, MM2 buys it; both sides are told."""
+    mm1, mm2 = mm
+    ws1, ws2 = mm1.ws(), mm2.ws()
+    for ws in (ws1, ws2):
+        first = ws.next()
+        assert (first["seq"], first["type"], first["data"]) == (1, "position_snapshot",
+                                                                {"positions": {}})
+    sell = mm1.order("sell", 1, 128.50, request_id="canon-1", client_order_id="s1")
+    assert sell["success"] and sell["request_id"] == "canon-1" and sell["order_id"]
+    assert sell["data"]["status"] == "new"
+    buy = mm2.order("buy", 1, 128.50)
+    assert buy["request_id"].startswith("req_")
+    assert buy["data"] == {"order_id": buy["order_id"], "client_order_id": None,
+                           "status": "filled", "filled_quantity": 1, "remaining_quantity": 0,
+                           "average_price": 128.5}
+    book = mm1.get(f"/exchange/orderbook/{CALL}")["data"]
+    assert (book["bids"], book["asks"]) == ([], [])
+    assert mm1.positions() == {CALL: -1} and mm2.positions() == {CALL: 1}
+    ack = ws1.private("new_order_ack")["data"]
+    assert ack == {"order_id": sell["order_id"], "client_order_id": "s1", "instrument_id": CALL,
+                   "side": "sell", "quantity": 1, "order_type": "limit", "price": 128.5,
+                   "status": "new"}
+    maker = ws1.private("execution_report")["data"]
+    taker = ws2.private("execution_report")["data"]
+    assert maker["trade_id"] == taker["trade_id"]
+    assert (maker["liquidity_type"], maker["fees"], maker["side"]) == ("maker", 0.02, "sell")
+    assert (taker["liquidity_type"], taker["fees"], taker["side"]) == ("taker", -0.01, "buy")
+    for report in (maker, taker):
+        assert (report["executed_quantity"], report["executed_price"],
+                report["remaining_quantity"], report["order_status"]) == (1, 128.5, 0, "filled")
+    quote = ws2.until(lambda m: m["type"] == "market_data" and m["data"]["last"] is not None)
+    assert quote["data"] == {"instrument_id": CALL, "bid": None, "ask": None, "last": 128.5,
+                             "bid_size": 0, "ask_size": 0}
+    ws1.close()
+    ws2.close()
+
+
+def test_partial_fill_then_cancel_keeps_the_filled_position(
+    exchange: Exchange, mm: tuple[Team, Team]
+) -> None:
+    mm1, mm2 = mm
+    ws1 = mm1.ws()
+    ws1.next()
+    rest = mm1.order("buy", 10, 5.00, instrument="SPX_4400_PUT")
+    assert mm2.order("sell", 4, 5.00, instrument="SPX_4400_PUT")["data"]["status"] == "filled"
+    [resting] = mm1.open_orders()
+    assert (resting["order_id"], resting["status"], resting["original_quantity"],
+            resting["filled_quantity"], resting["remaining_quantity"], resting["price"]) == (
+        rest["order_id"], "partially_filled", 10, 4, 6, 5.0)
+    book = mm2.get("/exchange/orderbook/SPX_4400_PUT")["data"]
+    assert book["bids"] == [{"price": 5.0, "quantity": 6}] and book["asks"] == []
+    cancelled = mm1.cancel(rest["order_id"])
+    assert cancelled["success"] and cancelled["order_id"] == rest["order_id"]
+    assert cancelled["data"]["status"] == "cancelled"
+    ack = ws1.private("cancel_ack")["data"]
+    assert (ack["cancelled_quantity"], ack["reason"], ack["status"]) == (
+        6, "user_requested", "cancelled")
+    assert mm1.positions() == {"SPX_4400_PUT": 4} and mm2.positions() == {"SPX_4400_PUT": -4}
+    assert mm1.open_orders() == []
+    ws1.close()
+
+
+def test_cancel_of_filled_unknown_or_foreign_order_fails_alike(
+    exchange: Exchange, mm: tuple[Team, Team]
+) -> None:
+    mm1, mm2 = mm
+    filled = mm1.order("sell", 1, 7.00, instrument="SPX_4300_CALL")["order_id"]
+    mm2.order("buy", 1, 7.00, instrument="SPX_4300_CALL")
+    foreign = mm2.order("buy", 1, 1.00, instrument="SPX_4300_CALL")["order_id"]
+    cancelled = mm1.order("buy", 1, 1.50, instrument="SPX_4300_CALL")["order_id"]
+    assert mm1.cancel(cancelled)["success"]
+    answers = [mm1.cancel(oid) for oid in (filled, "ORD_99999999", foreign, cancelled, "x" * 300)]
+    for reply in answers:
+        assert error(reply) == "CANCEL_FAILED"
+        assert reply["error"]["message"] == "Cancel failed: Order not found"
+    assert [o["order_id"] for o in mm2.open_orders()] == [foreign]  # untouched
+
+
+def test_market_maker_position_limit_counts_resting_orders(
+    exchange: Exchange, mm: tuple[Team, Team]
+) -> None:
+    mm1, _ = mm
+    assert mm1.order("sell", 30, 50.00, instrument="SPY_440_CALL")["success"]
+    assert mm1.order("sell", 20, 51.00, instrument="SPY_440_CALL")["success"]
+    over = mm1.order("sell", 1, 52.00, instrument="SPY_440_CALL")
+    assert error(over) == "MM_POS_LIMIT"
+    assert over["error"]["message"].startswith("Position exceeds")
+    details = over["error"]["details"]
+    assert (details["limit"], details["open_sell"], details["worst_case_after"]) == (50, 50, 51)
+    assert mm1.order("buy", 50, 1.00, instrument="SPY_440_CALL")["success"]  # other side is free
+    assert len(mm1.open_orders()) == 3
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"instrument_id": "NOPE", "side": "buy", "quantity": 1, "price": 1.0}, "INVALID_INSTRUMENT"),
+    ({"instrument_id": CALL, "side": "hold", "quantity": 1, "price": 1.0}, "INVALID_SIDE"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1, "order_type": "stop", "price": 1.0},
+     "INVALID_ORDER_TYPE"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1, "order_type": "limit"},
+     "MISSING_PRICE"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 0, "price": 1.0}, "INVALID_QUANTITY"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": -3, "price": 1.0}, "INVALID_QUANTITY"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 10**30, "price": 1.0},
+     "INVALID_QUANTITY"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1, "price": 1.005}, "INVALID_PRICE"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1, "price": -1.0}, "INVALID_PRICE"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1, "price": 0}, "INVALID_PRICE"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1, "price": 1e300}, "INVALID_PRICE"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1}, "NO_LIQUIDITY"),
+])
+def test_business_rejects(exchange: Exchange, body: dict[str, Any], code: str) -> None:
+    team = exchange.register(f"rej-{code}-{abs(hash(str(body))) % 10**6}")
+    r = exchange.http.post("/exchange/orders", json={**body, "request_id": "r-1"},
+                           headers=team.headers)
+    assert r.status_code == 200
+    reply = r.json()
+    assert error(reply) == code and reply["request_id"] == "r-1"
+    assert team.open_orders() == [] and team.positions() == {}
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1.0, "price": 1}',
+    b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": "1", "price": 1}',
+    b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": true, "price": 1}',
+    b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "price": "1.00"}',
+    b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "price": NaN}',
+    b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "price": Infinity}',
+    b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "price": 1e999}',
+    b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "price": false}',
+    b'{"instrument_id": "' + b"X" * 65 + b'", "side": "buy", "quantity": 1, "price": 1}',
+    b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "client_order_id": 7}',
+    b'{"side": "buy", "quantity": 1, "price": 1}',
+    b"[1, 2]",
+    b"{not json",
+    b"",
+])
+def test_schema_failures_are_422_and_change_nothing(exchange: Exchange, raw: bytes) -> None:
+    team = exchange.register(f"bad-{abs(hash(raw)) % 10**8}")
+    r = exchange.http.post("/exchange/orders", content=raw,
+                           headers={**team.headers, "Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail and all(d["loc"][0] == "body" and d["msg"] for d in detail)
+    assert team.open_orders() == []
+
+
+def test_body_size_limit_and_auth_comes_first(exchange: Exchange) -> None:
+    team = exchange.register("big-body")
+    big = b'{"instrument_id": "' + b"A" * 20_000 + b'"}'
+    r = exchange.http.post("/exchange/orders", content=big, headers=team.headers)
+    assert r.status_code == 413 and "too large" in r.json()["detail"]
+    assert exchange.http.post("/exchange/orders", content=big).status_code == 401
+    assert exchange.http.post("/exchange/orders", content=b"{bad").json() == {
+        "detail": "Missing API key. Include X-API-Key header."}
+    r = exchange.http.post("/game/teams/register", content=big)
+    assert r.status_code == 413
+
+
+def test_registration_rules(exchange: Exchange) -> None:
+    def register(body: dict[str, Any]) -> Any:
+        return exchange.http.post("/game/teams/register", json=body)
+
+    first = register({"team_name": "Unique Team", "role": "hedge_fund"}).json()
+    assert first["data"]["team_id"].startswith("TEAM_") and first["data"]["role"] == "hedge_fund"
+    assert first["data"]["api_key"].startswith("itg_") and len(first["data"]["api_key"]) > 40
+    assert error(register({"team_name": "unique team", "role": "retail"}).json()) == (
+        "DUPLICATE_TEAM_NAME")
+    assert error(register({"team_name": "x", "role": "wizard"}).json()) == "UNSUPPORTED_ROLE"
+    assert error(register({"team_name": "y", "role": "house"}).json()) == "UNSUPPORTED_ROLE"
+    assert register({"team_name": "", "role": "retail"}).status_code == 422
+    assert register({"team_name": "z" * 51, "role": "retail"}).status_code == 422
+    assert register({"team_name": "ok", "role": 3}).status_code == 422
+
+
+def test_market_order_fills_what_it_can_and_rate_limit_answers(
+    exchange: Exchange, mm: tuple[Team, Team]
+) -> None:
+    mm1, mm2 = mm
+    mm1.order("sell", 3, 2.00, instrument="SPY_430_PUT")
+    market = mm2.order("buy", 5, instrument="SPY_430_PUT")
+    assert market["data"]["status"] == "cancelled" and market["data"]["filled_quantity"] == 3
+    codes = [mm2.order("buy", 1, 0.01, instrument="SPY_420_PUT") for _ in range(12)]
+    limited = [r for r in codes if not r["success"]]
+    assert limited and all(error(r) == "RATE_LIMIT_EXCEEDED" for r in limited)
+    details = limited[0]["error"]["details"]
+    assert details["limit"] == 10 and details["window_s"] == 1 and details["current"] >= 9
+
+
+def test_health_and_unknown_routes(exchange: Exchange) -> None:
+    health = exchange.http.get("/").json()
+    assert health["status"] == "ok" and health["services"]["matcher"]["alive"]
+    assert health["services"]["gateway"]["synced"]
+    assert exchange.http.get("/nope").status_code == 404
+    doc = exchange.http.get("/openapi.json").json()
+    assert {"/exchange/orders", "/exchange/orderbook/{instrument_id}", "/positions"} <= set(
+        doc["paths"])
+    assert exchange.http.get("/docs").status_code == 200
+    cors = exchange.http.options("/exchange/orders", headers={
+        "Origin": "http://x.example", "Access-Control-Request-Method": "POST"})
+    assert cors.headers["access-control-allow-origin"] in ("*", "http://x.example")

@@ -1,0 +1,196 @@
+"""The WebSocket stream: contiguous seq, resume with ?since=N, one connection per team, slow
+clients, frame limits, and public feeds (news to all, signals by role)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from common.bus_client import MatcherClient
+from common.messages import NewOrder
+from common.transport import make_socket
+from tests.integration.gw import CALL, Exchange, Stream, running, wait_for
+
+PRIVATE = {"new_order_ack", "new_order_reject", "execution_report", "cancel_ack",
+           "cancel_reject"}
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
+    with running(tmp_path_factory.mktemp("ws") / "data",
+                 gateway={"ws_queue_size": 50, "ws_close_timeout_s": 10.0}) as ex:
+        yield ex
+
+
+def private(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(m["type"], m["data"]["order_id"]) for m in messages if m["type"] in PRIVATE]
+
+
+def drain(stream: Stream, count: int) -> list[dict[str, Any]]:
+    """Read until `count` private messages have arrived."""
+    got: list[dict[str, Any]] = []
+    while len(private(got)) < count:
+        got.append(stream.next())
+    return got
+
+
+def test_resume_with_since_replays_exactly_what_was_missed(exchange: Exchange) -> None:
+    a, b = exchange.register("resume-a"), exchange.register("resume-b")
+    first = a.ws()
+    assert first.next()["type"] == "position_snapshot"
+    o1 = a.order("sell", 5, 3.00, instrument="SPX_4200_CALL")["order_id"]
+    b.order("buy", 2, 3.00, instrument="SPX_4200_CALL")
+    seen = drain(first, 2)  # ack o1, execution o1 (market data may sit between them)
+    assert private(seen) == [("new_order_ack", o1), ("execution_report", o1)]
+    last_ack_seq = next(m["seq"] for m in seen if m["type"] == "new_order_ack")
+    first.close()
+    b.order("buy", 1, 3.00, instrument="SPX_4200_CALL")  # while a is away
+    o2 = a.order("buy", 1, 1.00, instrument="SPX_4200_CALL")["order_id"]
+    a.cancel(o2)
+    resumed = a.ws(since=last_ack_seq)
+    got = drain(resumed, 4)
+    assert got[0]["seq"] == last_ack_seq + 1 and got[0]["type"] != "position_snapshot"
+    assert private(got) == [("execution_report", o1), ("execution_report", o1),
+                            ("new_order_ack", o2), ("cancel_ack", o2)]
+    fills = [m["data"]["executed_quantity"] for m in got if m["type"] == "execution_report"]
+    assert fills == [2, 1]
+    o3 = a.order("sell", 1, 9.00, instrument="SPX_4200_CALL")["order_id"]  # live again, in order
+    assert private(drain(resumed, 1)) == [("new_order_ack", o3)]
+    resumed.close()
+    assert exchange.gateway.gateway.hub.counters["resumes"] >= 1
+
+
+def test_since_that_cannot_be_resolved_continues_with_a_snapshot(exchange: Exchange) -> None:
+    team = exchange.register("resume-unknown")
+    team.order("buy", 2, 1.00, instrument="SPX_4600_PUT")
+    stream = team.ws(since=41)
+    first = stream.next()
+    assert (first["seq"], first["type"]) == (42, "position_snapshot")
+    assert first["data"]["positions"] == {}
+    stream.close()
+
+
+def test_a_new_connection_replaces_the_old_one(exchange: Exchange) -> None:
+    team = exchange.register("twice")
+    old = team.ws()
+    old.next()
+    new = team.ws()
+    assert new.next()["type"] == "position_snapshot"
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            old.next()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    oid = team.order("buy", 1, 1.00, instrument="SPY_450_CALL")["order_id"]
+    assert new.private("new_order_ack", oid)
+    new.close()
+
+
+def test_handshake_needs_a_valid_key_and_since(exchange: Exchange) -> None:
+    team = exchange.register("handshake")
+    for query, status in (("", 401), ("?api_key=itg_wrong", 401),
+                          (f"?api_key={team.key}&since=-1", 400),
+                          (f"?api_key={team.key}&since=abc", 400)):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(exchange.ws_base + "/ws" + query).close()
+        assert refused.value.response.status_code == status
+
+
+def test_client_messages_ping_errors_and_frame_limit(exchange: Exchange) -> None:
+    team = exchange.register("chatty")
+    stream = team.ws()
+    stream.next()
+    stream.conn.send('{"type": "ping"}')
+    assert stream.until(lambda m: m["type"] == "pong")["data"] == {}
+    stream.conn.send("hello")
+    error = stream.until(lambda m: m["type"] == "error")["data"]
+    assert error["code"] == "INVALID_MESSAGE"
+    stream.conn.send("x" * 100_000)  # over max_ws_frame_bytes
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            stream.next()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert team.order("buy", 1, 1.00, instrument="SPY_450_PUT")["success"]  # nothing changed
+
+
+def test_slow_client_is_dropped_with_a_reason_and_others_are_unaffected(
+    exchange: Exchange,
+) -> None:
+    slow, fast = exchange.register("slow"), exchange.register("fast")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", exchange.gateway.port))
+    lazy = Stream(connect(f"{exchange.ws_base}/ws?api_key={slow.key}", sock=sock, max_queue=1))
+    quick = fast.ws()
+    quick.next()
+    hub = exchange.gateway.gateway.hub
+    client = MatcherClient(exchange.cluster.config, exchange.cluster.ctx)
+    client.wait_ready()
+    try:  # a flood of private messages for the slow team (mostly rate-limit rejects)
+        for i in range(3000):
+            client.send(NewOrder(team_id=slow.team_id, instrument_id=CALL, side="buy",
+                                 quantity=1, price=1 + i % 50))
+            if slow.team_id not in hub.live:
+                break
+        wait_for(lambda: slow.team_id not in hub.live)
+    finally:
+        client.close()
+    assert hub.counters["slow_consumers"] >= 1
+    oid = fast.order("buy", 1, 1.00, instrument="SPX_4300_PUT")["order_id"]
+    assert quick.private("new_order_ack", oid, timeout=2)
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            lazy.conn.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "slow consumer" in closed.value.rcvd.reason
+    quick.close()
+
+
+def test_news_to_everyone_and_signals_only_to_their_role(exchange: Exchange,
+                                                        tmp_path: Path) -> None:
+    hedge, maker = exchange.register("hf", "hedge_fund"), exchange.register("mm-sig")
+    hf_ws, mm_ws = hedge.ws(), maker.ws()
+    hf_ws.next()
+    mm_ws.next()
+    config, ctx = exchange.cluster.config, exchange.cluster.ctx
+    public = make_socket(ctx, config, "events_pub", bind=True)
+    private_ = make_socket(ctx, config, "events_private", bind=True)
+    try:
+        def send(sock: Any, topic: bytes, **fields: Any) -> None:
+            sock.send_multipart([topic, msgspec.msgpack.encode(fields)])
+
+        def feed() -> None:
+            send(private_, b"signal.hedge_fund", type="vol_forecast", seq=1,
+                 signal_type="volatility_forecast", regime="high", vol=0.5)
+            send(public, b"news", type="news", seq=1, headline="Fed announces emergency meeting",
+                 direction="down", magnitude=0.02, jump=True)
+
+        got: dict[str, Any] = {}
+
+        def hf_has_both() -> bool:
+            feed()
+            while True:
+                try:
+                    msg = hf_ws.next(timeout=0.05)
+                except TimeoutError:
+                    return {"signal", "event"} <= set(got)
+                got.setdefault(msg["type"], msg["data"])
+
+        wait_for(hf_has_both)
+        assert got["signal"]["signal_type"] == "volatility_forecast"
+        assert got["event"]["event_type"] == "news"
+        assert got["event"]["impact"]["direction"] == "down"
+        news = mm_ws.until(lambda m: m["type"] == "event")
+        assert news["data"]["headline"] == "Fed announces emergency meeting"
+        assert all(m["type"] != "signal" for m in mm_ws.seen)
+    finally:
+        public.close()
+        private_.close()
+        hf_ws.close()
+        mm_ws.close()

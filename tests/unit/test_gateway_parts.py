@@ -1,0 +1,143 @@
+"""The gateway's pure parts: resume bookkeeping, book mirror, rate limiter, keys, API shapes."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from common.config import Config
+from common.messages import (
+    BookDelta,
+    BookLevels,
+    ExecutionReport,
+    MarketSnapshot,
+    MarketStatus,
+    OrderResult,
+    TeamInfo,
+    TradePrint,
+    encode,
+)
+from services.gateway import views
+from services.gateway.auth import KeyRing, key_hash, new_key
+from services.gateway.books import BookMirror
+from services.gateway.limits import RateLimiter
+from services.gateway.ws import Session
+
+TEAM = TeamInfo(team_id="TEAM_001", team_name="a", role="market_maker", created_ns=0)
+
+
+def test_session_maps_a_seen_seq_to_the_private_stream_position() -> None:
+    s = Session(TEAM, window=3)
+    s.mark(1, 0)  # position_snapshot including nothing
+    s.next_seq = 2
+    for seq, private in ((2, 1), (4, 2), (5, 3)):  # seq 3 was public
+        s.mark(seq, private)
+        s.next_seq = seq + 1
+    assert [s.resolve(n) for n in (1, 2, 3, 4, 5)] == [0, 1, 1, 2, 3]
+    assert s.resolve(6) is None  # never sent
+    s.rewind(3, 1)
+    assert (s.next_seq, s.cursor, s.marks) == (4, 1, [(1, 0), (2, 1)])
+    for seq in range(4, 12):
+        s.mark(seq, seq)
+    s.next_seq = 12
+    assert s.resolve(1) is None  # older than the window: not exact any more
+    assert s.resolve(11) == 11
+
+
+def snapshot(asks: list[tuple[int, int]], book_seq: int, epoch: int = 7) -> MarketSnapshot:
+    return MarketSnapshot(epoch=epoch, seqs={"md.book.X": book_seq},
+                          books=[BookLevels(instrument_id="X", bids=[(90, 1)], asks=asks)],
+                          last_trades=[], status=MarketStatus(phase="continuous", halted=[]))
+
+
+def delta(seq: int, changes: list[tuple[str, int, int]], epoch: int = 7) -> bytes:
+    return encode(BookDelta(instrument_id="X", changes=changes, seq=seq, ts_ns=seq * 10,
+                            epoch=epoch))
+
+
+def test_book_mirror_snapshot_buffer_and_gap() -> None:
+    changed: list[str] = []
+    mirror = BookMirror(changed.append)
+    mirror.feed(b"md.book.X", delta(5, [("sell", 100, 0)]))  # older than the snapshot
+    mirror.feed(b"md.book.X", delta(6, [("sell", 101, 4)]))
+    mirror.load(snapshot([(100, 2)], book_seq=5))
+    assert mirror.synced and mirror.books["X"].top(5) == ([(90, 1)], [(100, 2), (101, 4)])
+    mirror.feed(b"md.book.X", delta(7, [("buy", 95, 3), ("sell", 100, 0)]))
+    assert mirror.books["X"].top(1) == ([(95, 3)], [(101, 4)]) and mirror.watermark == 70
+    mirror.feed(b"md.book.X", delta(9, [("buy", 96, 1)]))  # 8 is missing: never skipped
+    assert not mirror.synced and mirror.need_snapshot.is_set() and mirror.resyncs == 1
+    mirror.load(snapshot([(101, 4)], book_seq=8))
+    assert mirror.books["X"].top(5) == ([(96, 1), (90, 1)], [(101, 4)])
+    mirror.feed(b"md.trade.X", encode(TradePrint(trade_id="T", instrument_id="X", price=101,
+                                                 quantity=1, aggressor="buy", seq=1, epoch=7)))
+    assert mirror.last_trade["X"] == 101 and changed[-1] == "X"
+    mirror.feed(b"md.book.X", delta(10, [], epoch=8))  # the matcher restarted
+    assert not mirror.synced
+
+
+def test_read_your_writes_wait() -> None:
+    async def run() -> None:
+        mirror = BookMirror(lambda iid: None)
+        mirror.load(snapshot([], book_seq=0))
+        waiter = asyncio.create_task(mirror.wait_for(20, timeout=5))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        mirror.feed(b"md.book.X", delta(1, [("sell", 5, 1)]))
+        mirror.feed(b"md.book.X", delta(2, [("sell", 5, 0)]))
+        await asyncio.wait_for(waiter, 1)
+        await mirror.wait_for(10, timeout=5)  # already there: no wait
+
+    asyncio.run(run())
+
+
+def test_rate_limiter_window_and_give_back(config: Config, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    now = [100.0]
+    monkeypatch.setattr("services.gateway.limits.time.monotonic", lambda: now[0])
+    limiter = RateLimiter(config.game.roles)
+    assert all(limiter.admit("T", "retail") is None for _ in range(1))
+    refused = limiter.admit("T", "retail")
+    assert refused is not None and refused["limit"] == 1 and refused["current"] == 1
+    limiter.give_back("T")  # the matcher refused it: the slot is free again
+    assert limiter.admit("T", "retail") is None
+    now[0] += 1.0
+    assert limiter.admit("T", "retail") is None
+    assert RateLimiter(config.game.roles, enabled=False).admit("T", "retail") is None
+
+
+def test_keys_are_hashed_looked_up_once_and_unknown_ones_cached() -> None:
+    key = new_key()
+    assert key.startswith("itg_") and len(key) >= 40 and new_key() != key
+    asked: list[str] = []
+
+    async def lookup(hashed: str) -> tuple[TeamInfo, str] | None:
+        asked.append(hashed)
+        return (TEAM, hashed) if hashed == key_hash(key) else None
+
+    async def run() -> None:
+        ring = KeyRing(lookup, size=10, negative_ttl_s=60)
+        assert await ring.team_for(key) == TEAM and await ring.team_for(key) == TEAM
+        assert await ring.team_for("itg_wrong") is None
+        assert await ring.team_for("itg_wrong") is None
+        assert await ring.team_for("") is None and await ring.team_for("é" * 10) is None
+        assert await ring.team_for("x" * 1000) is None
+
+    asyncio.run(run())
+    assert asked == [key_hash(key), key_hash("itg_wrong")]
+
+
+def test_api_shapes_fees_and_prices() -> None:
+    report = ExecutionReport(order_id="O", client_order_id=None, team_id="T", trade_id="TR",
+                             instrument_id="X", side="sell", executed_quantity=10,
+                             executed_price=12850, remaining_quantity=0, order_status="filled",
+                             liquidity="maker", fee=20)
+    kind, data = views.private(report) or ("", {})
+    assert kind == "execution_report"
+    assert (data["fees"], data["executed_price"], data["liquidity_type"]) == (
+        Decimal("0.2"), Decimal("128.5"), "maker")
+    assert views.dumps({"p": views.price(12850), "f": views.price(-10)}) == b'{"p":128.5,"f":-0.1}'
+    result = OrderResult(order_id="O", client_order_id=None, status="filled", filled_quantity=3,
+                         remaining_quantity=0, notional=100 + 101 + 101)
+    assert views.order_result(result)["average_price"] == Decimal("1.0067")
