@@ -62,20 +62,28 @@ class Account(msgspec.Struct, kw_only=True):
         else:
             del book[instrument_id]
 
-    def worst_case(self, instrument_id: str, side: str = "", quantity: int = 0) -> int:
-        """Largest absolute position if every resting order (plus the one asked) filled."""
-        pos = self.positions.get(instrument_id, 0)
-        buys = self.open_buy.get(instrument_id, 0) + (quantity if side == "buy" else 0)
-        sells = self.open_sell.get(instrument_id, 0) + (quantity if side == "sell" else 0)
-        return max(abs(pos + buys), abs(pos - sells))
-
     def _refresh(self, instrument_id: str, option: bool) -> None:
-        worst = self.worst_case(instrument_id)
+        pos = self.positions.get(instrument_id, 0)
+        long = pos + self.open_buy.get(instrument_id, 0)
+        short = self.open_sell.get(instrument_id, 0) - pos
+        worst = long if long > short else short  # worst_position inlined: runs on every change
         if option:
             self.option_exposure += worst - self.exposure.get(instrument_id, 0)
         self.exposure[instrument_id] = worst
 
     def orders_in_window(self, ts_ns: int) -> int:
         """Orders accepted in the second before ts_ns (the window slides with command time)."""
-        del self.recent[: bisect_right(self.recent, ts_ns - NS_PER_S)]
-        return len(self.recent)
+        recent, cutoff = self.recent, ts_ns - NS_PER_S
+        if recent and recent[0] <= cutoff:  # most orders find nothing to expire
+            del recent[: bisect_right(recent, cutoff)]
+        return len(recent)
+
+
+def worst_position(position: int, buys: int, sells: int) -> int:
+    """Largest absolute position if every open buy and sell filled.
+
+    That is max(|position + buys|, |position - sells|); with buys, sells >= 0 the first signed
+    value is the larger, so max(position + buys, sells - position) is the same number.
+    """
+    long, short = position + buys, sells - position
+    return long if long > short else short
