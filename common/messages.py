@@ -263,6 +263,7 @@ class AccountReply(Message, tag="account_reply", kw_only=True):
     cash: int = 0
     fees: int = 0
     open_orders: list[OpenOrder] = []
+    exec_seq: int = 0  # the last exec.<team> event this state includes
 
 
 class TeamQuery(Message, tag="team_query", kw_only=True):

@@ -51,6 +51,10 @@ class Outbox:
                 out.append(batch)
         return out
 
+    def retry_soon(self, batch: RecordBatch) -> None:
+        """`batch` could not be handed to any writer: offer it again on the next call."""
+        self._unacked[batch.records[-1].seq] = (float("-inf"), batch)
+
     def ack(self, last_seq: int) -> None:
         entry = self._unacked.pop(last_seq, None)
         if entry is not None:

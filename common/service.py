@@ -45,6 +45,7 @@ class Service:
         self.pub: Socket | None = None  # heartbeats go here when a service publishes
         self._handlers: dict[Socket | int, Callable[[], None]] = {}
         self._sockets: list[Socket] = []
+        self._poller = zmq.Poller()
         self._beat_seq = 0
 
     # --- hooks ---
@@ -92,8 +93,15 @@ class Service:
         """Call `handler` when `sock` (a socket, or a plain file descriptor) is readable."""
         self._handlers[sock] = handler
 
+    def pause_reading(self, sock: Socket | int) -> None:
+        """Stop reading `sock` (messages wait in its queue) until resume_reading."""
+        self._poller.modify(sock, 0)
+
+    def resume_reading(self, sock: Socket | int) -> None:
+        self._poller.modify(sock, zmq.POLLIN)
+
     def _loop(self) -> None:
-        poller = zmq.Poller()
+        poller = self._poller
         for sock in self._handlers:
             poller.register(sock, zmq.POLLIN)
         beat_every = self.config.bus.heartbeat_s

@@ -55,10 +55,12 @@ HWM = 1_000_000  # deep queues: a burst waits in memory rather than being droppe
 _SNDMORE = int(zmq.SNDMORE)  # plain ints: pyzmq's enum flag arithmetic costs more than the send
 
 
-def send_frame(sock: zmq.Socket[bytes], topic: bytes, payload: bytes) -> None:
-    """Send one [topic, payload] message (send_multipart costs ~4x more for small frames)."""
-    sock.send(topic, _SNDMORE)
-    sock.send(payload)
+def send_frame(sock: zmq.Socket[bytes], topic: bytes, payload: bytes, flags: int = 0) -> None:
+    """Send one [topic, payload] message (send_multipart costs ~4x more for small frames).
+
+    With NOBLOCK, zmq.Again means nothing was sent (a message's parts go out together)."""
+    sock.send(topic, _SNDMORE | flags)
+    sock.send(payload, flags)
 
 
 def recv_frames(sock: zmq.Socket[bytes], flags: int = 0) -> list[bytes]:

@@ -9,8 +9,11 @@ import sys
 import threading
 from typing import Any
 
+from common.bus_client import MatcherClient
 from common.config import SERVICES, Config, ConfigError, load_config
+from common.messages import AccountQuery, AccountReply
 from common.service import run_process
+from services.dbwriter.recover import differences, rebuild, table
 from services.launcher import BUILT, Cluster, ClusterError
 
 log = logging.getLogger("itg")
@@ -24,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="gateway HTTP port (default 8000)")
     up.add_argument("--seed", type=int, help="game seed")
     up.add_argument("--only", help="comma-separated subset of services, e.g. matcher,gateway")
+    rec = sub.add_parser("recover", help="rebuild positions and cash from the database alone")
+    _common(rec)
+    rec.add_argument("--check", action="store_true",
+                     help="compare with the running matcher; exit 1 on any difference")
     svc = sub.add_parser("service", help="run one service as this process (ipc or tcp bus)")
     svc.add_argument("name", choices=SERVICES)
     _common(svc)
@@ -66,6 +73,22 @@ def _service(config: Config, name: str) -> None:
     run_process(BUILT[name](config))
 
 
+def _recover(config: Config, check: bool) -> int:
+    db = rebuild(config)
+    print(table(db))
+    if not check:
+        return 0
+    client = MatcherClient(config)
+    try:
+        client.wait_ready(10)
+        live = {t: client.call(AccountQuery(team_id=t), AccountReply) for t in db}
+    finally:
+        client.close()
+    diffs = differences(db, live)
+    print("\n".join(diffs) if diffs else f"all {len(db)} teams match the matcher")
+    return 1 if diffs else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -74,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if args.command == "up":
             _up(config, args.only)
+        elif args.command == "recover":
+            return _recover(config, args.check)
         else:
             _service(config, args.name)
     except (ConfigError, ClusterError) as exc:

@@ -28,7 +28,7 @@ def pg_url() -> Iterator[str]:
     """A fresh schema on the real PostgreSQL per test, dropped afterwards. A test that needs
     PostgreSQL fails (never skips) when the server cannot be reached."""
     name = f"itg_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, connect_args={"connect_timeout": 5})
+    admin = create_engine(PG_URL, pool_pre_ping=True, connect_args={"connect_timeout": 5})
     try:
         with admin.begin() as conn:
             conn.execute(CreateSchema(name))

@@ -38,12 +38,21 @@ from common.messages import (
     Response,
     SetHalt,
     SetPhase,
+    SnapshotPositions,
     TeamInfo,
     TradePrint,
 )
+from common.records import AnyRecord
 from services.matcher.accounts import Account, Team
 from services.matcher.auction import uncross
 from services.matcher.book import Order, OrderBook
+from services.matcher.records import (
+    mark_to_market,
+    order_record,
+    position_record,
+    team_record,
+    trade_record,
+)
 from services.matcher.validator import Reject, Validator
 
 Out = tuple[bytes, Event]
@@ -82,9 +91,10 @@ class Engine:
         self._handlers: dict[type[Command], Callable[[Any], None]] = {
             NewOrder: self._new_order, CancelOrder: self._cancel, CancelAll: self._cancel_all,
             RegisterTeam: self._register, SetPhase: self._set_phase, SetHalt: self._set_halt,
-            PriceMark: self._mark,
+            PriceMark: self._mark, SnapshotPositions: self._snapshot_positions,
         }
         self.out: list[Out] = []
+        self._records: list[AnyRecord] = []  # for the database; drained by take_records()
         self._dirty: dict[OrderBook, None] = {}  # insertion-ordered: output order is state
         self._ts = 0
         # --- state (what a snapshot holds; see services/matcher/state.py) ---
@@ -92,7 +102,7 @@ class Engine:
         self.last_ts = 0
         self.phase = game.initial_phase
         self.halted: set[str] = set()
-        self.counters = {"order": 0, "trade": 0, "team": 0}
+        self.counters = {"order": 0, "trade": 0, "team": 0, "record": 0}
         self.teams: dict[str, Team] = {}
         self.accounts: dict[str, Account] = {}
         self.live: dict[str, Order] = {}  # resting orders by id, in acceptance order
@@ -123,6 +133,15 @@ class Engine:
             self._dirty.clear()
         self.last_seq, self.last_ts = seq, ts_ns
         return out
+
+    def take_records(self) -> list[AnyRecord]:
+        """Persistence records emitted since the last call, numbered gap-free on "matcher"."""
+        records, self._records = self._records, []
+        return records
+
+    def _record_seq(self) -> int:
+        self.counters["record"] = seq = self.counters.get("record", 0) + 1
+        return seq
 
     def _emit(self, topic: bytes, event: Event) -> None:
         seqs = self.seqs
@@ -208,6 +227,7 @@ class Engine:
         elif remaining:
             self._cancel_ack(order, remaining, "market_remainder")
         result = _result(order, "cancelled" if market and remaining else None)
+        self._records.append(order_record(order, result.status, self._record_seq(), ts))
         response = self._respond(cmd, ok=True, order_id=order.order_id, result=result)
         if order.client_order_id is not None:
             self.coids.setdefault(team_id, {})[order.client_order_id] = response
@@ -224,15 +244,18 @@ class Engine:
         multiplier, option = self._multiplier[iid], self._option[iid]
         seqs, ts, epoch, out = self.seqs, self._ts, self.epoch, self.out
         parties = ((maker, "maker", True), (taker, taker_liquidity, taker_liquidity == "maker"))
+        reports: dict[str, int] = {}  # order id -> fee, for the trade record
         for order, liquidity, resting in parties:
             team_id = order.team_id
             acct = self.accounts[team_id]
             fee = quantity * self._fee_rates[acct.role][liquidity == "taker"]
+            reports[order.order_id] = fee
             acct.apply_fill(iid, order.side, quantity, price, multiplier, fee, option, resting)
             order.filled = filled = order.filled + quantity
             order.notional += quantity * price
             if resting and not order.remaining:
                 del self.live[order.order_id]
+                self._records.append(order_record(order, "filled", self._record_seq(), ts))
             left = order.quantity - filled  # as of this fill
             topic = self._exec_topic[team_id]
             seqs[topic] = seq = seqs.get(topic, 0) + 1
@@ -250,6 +273,10 @@ class Engine:
                            price=price, quantity=quantity, aggressor=aggressor)
         out.append((topic, trade))
         self.last_trades[iid] = trade
+        buy, sell = (taker, maker) if taker.side == "buy" else (maker, taker)
+        self._records.append(trade_record(
+            trade_id, (buy, reports[buy.order_id]), (sell, reports[sell.order_id]), price,
+            quantity, aggressor, multiplier, self._record_seq(), ts))
 
     def _drop(self, order: Order, quantity: int, reason: str) -> None:
         """Bookkeeping for a resting order that leaves the book without trading."""
@@ -257,6 +284,7 @@ class Engine:
         iid = order.instrument_id
         self.accounts[order.team_id].remove_open(iid, order.side, quantity, self._option[iid])
         self._cancel_ack(order, quantity, reason)
+        self._records.append(order_record(order, "cancelled", self._record_seq(), self._ts))
 
     def _cancel_ack(self, order: Order, quantity: int, reason: str) -> None:
         topic, seqs = self._exec_topic[order.team_id], self.seqs
@@ -316,6 +344,7 @@ class Engine:
                     created_ns=self._ts)
         self.teams[team.team_id] = team
         self.accounts[team.team_id] = Account(team_id=team.team_id, role=role)
+        self._records.append(team_record(team, self._record_seq(), self._ts))
         return team
 
     def _set_phase(self, cmd: SetPhase) -> None:
@@ -371,6 +400,16 @@ class Engine:
         else:
             self._respond(cmd, ok=False, code="INVALID_INSTRUMENT", message="Bad mark",
                           details={"instrument_id": cmd.instrument_id, "price": cmd.price})
+
+    def _snapshot_positions(self, cmd: SnapshotPositions) -> None:
+        """Every team's book into the database, marked to the latest marks (last trade
+        price where no mark came yet); each record covers every record before it."""
+        marks = {iid: t.price for iid, t in self.last_trades.items()} | self.marks
+        as_of = self.counters.get("record", 0)
+        for acct in self.accounts.values():
+            pnl = mark_to_market(acct, marks, self.instruments)
+            self._records.append(position_record(acct, pnl, as_of, self._record_seq(), self._ts))
+        self._respond(cmd, ok=True, details={"teams": len(self.accounts)})
 
 
 def team_info(team: Team) -> TeamInfo:

@@ -1,9 +1,10 @@
 """The matcher as a bus service: the exchange's single-writer sequencer.
 
 Per batch of commands: stamp each with the next seq and a strictly increasing time, apply it
-to the engine, append it to the journal; then one fsync for the batch; only then publish the
-events. Requests on the ROUTER (snapshots, replay, read-only queries) are answered between
-batches by the same thread, so every answer is consistent with the published stream.
+to the engine, frame it for the journal; hand the batch to the disk thread; publish its
+events, and queue its persistence records, only once the disk thread says it is durable.
+Requests on the ROUTER (snapshots, replay, read-only queries) are answered between batches by
+the same thread, so every answer is consistent with the published stream.
 """
 
 from __future__ import annotations
@@ -12,33 +13,33 @@ import logging
 import time
 from collections import deque
 from pathlib import Path
+from typing import NamedTuple
 
 import zmq
 
 from common import topics
 from common.messages import (
     AccountQuery,
-    AccountReply,
-    BookLevels,
     Command,
     ErrorReply,
-    MarketSnapshot,
     Message,
-    OpenOrder,
     Ping,
     Pong,
     Probe,
     ReplayRequest,
+    SnapshotPositions,
     SnapshotRequest,
     TeamQuery,
-    TeamReply,
     decode,
     encode,
 )
+from common.outbox import Outbox
+from common.records import AnyRecord, BatchAck, decode_frame, encode_frame
 from common.service import Context, Service
 from common.transport import recv_frames, send_frame
+from services.matcher import queries
 from services.matcher.disk import DiskThread
-from services.matcher.engine import Engine, Out, team_info
+from services.matcher.engine import Engine, Out
 from services.matcher.journal import JournalWriter, read_journal, record_bytes, repair_tail
 from services.matcher.replay import ReplayRings
 from services.matcher.snapshots import load_latest_snapshot
@@ -47,6 +48,13 @@ from services.matcher.state import decode_state, restore, snapshot_bytes
 log = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_STATE_QUERIES = (AccountQuery, TeamQuery, SnapshotRequest)
+
+
+class _Batch(NamedTuple):
+    number: int
+    events: list[Out]
+    records: list[AnyRecord]
 
 
 class MatcherService(Service):
@@ -56,18 +64,25 @@ class MatcherService(Service):
         cfg = self.config.matcher
         self.dir = Path(self.config.data_dir) / "matcher"
         self.rings = ReplayRings(cfg.replay_ring, cfg.md_replay_ring)
+        self.outbox = Outbox("matcher", self.config.db)
         self.engine = self._recover()
         journal = JournalWriter(self.dir, self.engine.last_seq + 1, fsync=cfg.fsync)
         self.disk = DiskThread(journal, self.dir, cfg.snapshots_kept)
         self._batch = 0
-        self._waiting: deque[tuple[int, list[Out]]] = deque()  # batches not yet durable
-        self._next_snapshot = time.monotonic() + cfg.snapshot_interval_s
+        self._waiting: deque[_Batch] = deque()  # handed to the disk thread, not yet durable
+        self._deferred: list[tuple[list[bytes], Message]] = []  # state queries held back
+        now = time.monotonic()
+        self._next_snapshot = now + cfg.snapshot_interval_s
+        self._next_positions = now + self.config.db.position_snapshot_interval_s
         self.commands = self.socket(ctx, "commands", bind=True)
         self.pub = self.md = self.socket(ctx, "matcher_pub", bind=True)
         self.private = self.socket(ctx, "matcher_private", bind=True)
         self.rpc = self.socket(ctx, "matcher_rpc", bind=True)
+        self.persist = self.socket(ctx, "matcher_persist", bind=True)
+        self.acks = self.socket(ctx, "matcher_acks", bind=True)
         self.on_readable(self.commands, self._drain)
         self.on_readable(self.rpc, self._serve)
+        self.on_readable(self.acks, self._acked)
         self.on_readable(self.disk.wake_fd, self._publish_durable)
 
     def last_seq(self) -> int:
@@ -76,27 +91,30 @@ class MatcherService(Service):
     def _recover(self) -> Engine:
         engine = Engine(self.config.game, epoch=self.epoch)
         snapshot = load_latest_snapshot(self.dir)
+        now = time.monotonic()
         if snapshot is not None:
-            restore(engine, decode_state(snapshot))
+            state = decode_state(snapshot)
+            restore(engine, state)
+            self.outbox.restore(state.unacked_records, now)
         start = engine.last_seq
         if self.dir.exists():
             repair_tail(self.dir)
             for seq, ts, payload in read_journal(self.dir, after_seq=start):
                 cmd = decode(payload)
                 assert isinstance(cmd, Command)
-                self._remember(engine.apply(cmd, seq, ts))
+                for topic, event in engine.apply(cmd, seq, ts):
+                    self.rings.add(topic, event.seq, encode(event))
+                for record in engine.take_records():
+                    self.outbox.add(record, now)
         log.info("matcher recovered: snapshot at seq %d, replayed to seq %d", start,
                  engine.last_seq)
         return engine
 
-    def _drain(self) -> None:
-        """One batch: everything waiting, up to max_batch, handed to the disk thread as one.
+    # --- the sequencer ---
 
-        Its events wait in `_waiting` until the batch is durable: nothing is answered or
-        published before the commands that caused it are on disk.
-        """
-        out: list[Out] = []
-        journal = bytearray()
+    def _drain(self) -> None:
+        """One batch: everything waiting, up to max_batch."""
+        commands: list[tuple[Command, bytes]] = []
         for _ in range(self.config.matcher.max_batch):
             try:
                 frames = recv_frames(self.commands, _NOBLOCK)
@@ -104,11 +122,20 @@ class MatcherService(Service):
                 break
             cmd = self.decode_as(frames[-1], Command)
             if cmd is not None:
-                out += self._sequence(cmd, frames[-1], journal)
+                commands.append((cmd, frames[-1]))
+        self._run_batch(commands)
+
+    def _run_batch(self, commands: list[tuple[Command, bytes]]) -> None:
+        """Apply and frame the commands, then hand them to the disk thread as one batch; their
+        events and records wait in `_waiting` until it is durable."""
+        events: list[Out] = []
+        journal = bytearray()
+        for cmd, payload in commands:
+            events += self._sequence(cmd, payload, journal)
         if journal:
             self._batch += 1
             self.disk.submit(self._batch, bytes(journal))
-            self._waiting.append((self._batch, out))
+            self._waiting.append(_Batch(self._batch, events, self.engine.take_records()))
 
     def _sequence(self, cmd: Command, payload: bytes, journal: bytearray) -> list[Out]:
         engine = self.engine
@@ -126,25 +153,62 @@ class MatcherService(Service):
     def _publish_durable(self) -> None:
         durable = self.disk.durable_batch()
         md, private, rings = self.md, self.private, self.rings
-        while self._waiting and self._waiting[0][0] <= durable:
-            for topic, event in self._waiting.popleft()[1]:
+        now = time.monotonic()
+        while self._waiting and self._waiting[0].number <= durable:
+            batch = self._waiting.popleft()
+            for topic, event in batch.events:
                 payload = encode(event)
                 send_frame(md if topic.startswith(topics.MD) else private, topic, payload)
                 rings.add(topic, event.seq, payload)
+            for record in batch.records:
+                self.outbox.add(record, now)
+        self._send_records(now)
+        if not self._waiting and self._deferred:
+            self._answer_deferred()
 
-    def _remember(self, out: list[Out]) -> None:
-        for topic, event in out:
-            self.rings.add(topic, event.seq, encode(event))
+    # --- persistence ---
+
+    def _send_records(self, now: float) -> None:
+        for batch in self.outbox.due(now):
+            try:
+                send_frame(self.persist, b"rec", encode_frame(batch), _NOBLOCK)
+            except zmq.Again:  # no writer connected yet: try again next round
+                self.outbox.retry_soon(batch)
+                return
+
+    def _acked(self) -> None:
+        while True:
+            try:
+                frames = recv_frames(self.acks, _NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                ack = decode_frame(frames[-1])
+            except ValueError as exc:  # msgspec's decode errors derive from ValueError
+                self._bad("malformed", str(exc))
+                continue
+            if isinstance(ack, BatchAck) and ack.stream == self.outbox.stream:
+                self.outbox.ack(ack.last_seq)
+            else:
+                self._bad("unexpected", type(ack).__name__)
+
+    # --- periodic work ---
 
     def on_tick(self, now: float) -> None:
+        self._send_records(now)
+        if now >= self._next_positions:
+            cmd = SnapshotPositions()
+            self._run_batch([(cmd, encode(cmd))])
+            self._next_positions = now + self.config.db.position_snapshot_interval_s
         if now >= self._next_snapshot:
             self.snapshot()
             self._next_snapshot = now + self.config.matcher.snapshot_interval_s
 
     def snapshot(self) -> None:
-        """Encoded here, consistent with the batches handed over so far; written by the disk
-        thread after them."""
-        self.disk.snapshot(self.engine.last_seq, snapshot_bytes(self.engine))
+        """Encoded here, consistent with the batches handed over so far (their records, not yet
+        acknowledged, go in too); written by the disk thread after those batches."""
+        unacked = self.outbox.pending() + [r for b in self._waiting for r in b.records]
+        self.disk.snapshot(self.engine.last_seq, snapshot_bytes(self.engine, unacked))
 
     def on_stop(self) -> None:
         if hasattr(self, "disk"):
@@ -156,13 +220,30 @@ class MatcherService(Service):
     def _serve(self) -> None:
         while True:
             try:
-                frames = self.rpc.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(self.rpc, _NOBLOCK)
             except zmq.Again:
                 return
             request = self.decode_as(frames[-1], Message)
+            if isinstance(request, _STATE_QUERIES) and self._waiting:
+                self._defer(frames, request)
+                continue
             reply = self._answer(request) if request is not None else ErrorReply(
                 message="malformed request")
             self.rpc.send_multipart([*frames[:-1], encode(reply)])
+
+    def _defer(self, frames: list[bytes], request: Message) -> None:
+        """A state query waits until everything applied is durable and published, so an answer
+        never shows what the stream has not (and a crash could not undo it). Intake pauses
+        meanwhile: at most one fsync."""
+        if not self._deferred:
+            self.pause_reading(self.commands)
+        self._deferred.append((frames, request))
+
+    def _answer_deferred(self) -> None:
+        for frames, request in self._deferred:
+            self.rpc.send_multipart([*frames[:-1], encode(self._answer(request))])
+        self._deferred.clear()
+        self.resume_reading(self.commands)
 
     def _answer(self, request: Message) -> Message:
         engine = self.engine
@@ -174,39 +255,11 @@ class MatcherService(Service):
                 send_frame(self.private, topics.response(gw), encode(pong))
                 return pong
             case SnapshotRequest():
-                return self._market_snapshot()
+                return queries.market_snapshot(engine, self.epoch)
             case ReplayRequest(topic=topic, from_seq=from_seq):
                 return self.rings.replay(topic.encode(), from_seq)
             case AccountQuery(team_id=team_id):
-                return self._account(team_id)
+                return queries.account(engine, team_id)
             case TeamQuery(team_id=team_id, key_hash=key_hash):
-                team = next((t for t in engine.teams.values()
-                             if t.team_id == team_id or (key_hash and t.key_hash == key_hash)),
-                            None)
-                if team is None:
-                    return TeamReply(team=None)
-                return TeamReply(team=team_info(team), key_hash=team.key_hash)
+                return queries.team(engine, team_id, key_hash)
         return ErrorReply(message=f"unsupported request {type(request).__name__}")
-
-    def _market_snapshot(self) -> MarketSnapshot:
-        engine = self.engine
-        books = []
-        for iid, book in engine.books.items():
-            bids, asks = book.depth(None)
-            books.append(BookLevels(instrument_id=iid, bids=bids, asks=asks))
-        seqs = {t.decode(): n for t, n in engine.seqs.items() if t.startswith(topics.MD)}
-        return MarketSnapshot(epoch=self.epoch, seqs=seqs, books=books,
-                              last_trades=list(engine.last_trades.values()),
-                              status=engine.status())
-
-    def _account(self, team_id: str) -> AccountReply:
-        acct = self.engine.accounts.get(team_id)
-        if acct is None:
-            return AccountReply(team_id=team_id, found=False)
-        orders = [OpenOrder(order_id=o.order_id, client_order_id=o.client_order_id,
-                            instrument_id=o.instrument_id, side=o.side, order_type=o.order_type,
-                            price=o.price, quantity=o.quantity, remaining_quantity=o.remaining,
-                            ts_ns=o.ts_ns)
-                  for o in self.engine.live.values() if o.team_id == team_id]
-        return AccountReply(team_id=team_id, found=True, positions=dict(acct.positions),
-                            cash=acct.cash, fees=acct.fees, open_orders=orders)

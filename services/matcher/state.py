@@ -11,6 +11,7 @@ import hashlib
 import msgspec
 
 from common.messages import Response, TradePrint, canonical
+from common.records import AnyRecord
 from services.matcher.accounts import Account, Team
 from services.matcher.book import Order
 from services.matcher.engine import Engine
@@ -32,6 +33,9 @@ class EngineState(msgspec.Struct, kw_only=True):
     seqs: dict[str, int]  # topic -> last seq
     marks: dict[str, int]
     last_trades: list[TradePrint]
+    # Persistence records not yet acknowledged by a DB writer: the service's, kept here so a
+    # restart re-sends them (the journal after the snapshot regenerates the later ones).
+    unacked_records: list[AnyRecord] = []
 
 
 def capture(engine: Engine) -> EngineState:
@@ -39,9 +43,11 @@ def capture(engine: Engine) -> EngineState:
     return decode_state(snapshot_bytes(engine))
 
 
-def snapshot_bytes(engine: Engine) -> bytes:
+def snapshot_bytes(engine: Engine, unacked_records: list[AnyRecord] | None = None) -> bytes:
     """The engine's state, encoded now (so it is consistent even if the engine runs on)."""
-    return encode_state(_view(engine))
+    state = _view(engine)
+    state.unacked_records = unacked_records or []
+    return encode_state(state)
 
 
 def _view(engine: Engine) -> EngineState:

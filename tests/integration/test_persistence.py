@@ -1,0 +1,260 @@
+"""The database as a projection of the matcher: every trade lands exactly once, whatever
+happens to the writers or the database, and positions rebuild from the database alone."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from common.bus_client import MatcherClient
+from common.config import Config, load_config
+from common.messages import AccountQuery, AccountReply, Command, NewOrder, RegisterTeam, decode
+from common.records import TradeRecord
+from services.dbwriter.recover import differences
+from services.dbwriter.store import Store
+from services.launcher import Cluster
+from services.matcher.engine import Engine
+from services.matcher.journal import read_journal
+from tests.conftest import make_config
+
+FAST: dict[str, Any] = {
+    "maker_fee_cents": 1, "taker_fee_cents": -2, "position_limit": 10**6,
+    "total_position_limit": 10**7, "underlying_position_limit": 10**6, "max_order_size": 100,
+    "max_orders_per_s": 10**6,
+}
+INSTRUMENTS = ("SPX_4500_CALL", "SPX_4400_PUT", "SPY")
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+        time.sleep(0.05)
+
+
+def random_order(rng: random.Random, teams: list[str]) -> NewOrder:
+    return NewOrder(team_id=rng.choice(teams), instrument_id=rng.choice(INSTRUMENTS),
+                    side=rng.choice(("buy", "sell")), quantity=rng.randint(1, 20),
+                    price=rng.randint(995, 1005))
+
+
+def register(client: MatcherClient, n: int) -> list[str]:
+    teams = []
+    for i in range(n):
+        r = client.request(RegisterTeam(team_name=f"t{i}", role="fast", key_hash=f"k{i}"))
+        teams.append(r.result.team_id)  # type: ignore[union-attr]
+    return teams
+
+
+def send_orders(client: MatcherClient, orders: list[NewOrder], timeout: float = 60) -> int:
+    """Send and wait for every answer; returns how many were accepted."""
+    req_ids = {client.send(o) for o in orders}
+    accepted = 0
+    deadline = time.monotonic() + timeout
+    while req_ids:
+        response = client.responses(max(0.1, deadline - time.monotonic()))
+        if response.req_id in req_ids:
+            req_ids.discard(response.req_id)
+            accepted += response.ok
+    return accepted
+
+
+def journal_trades(config: Config) -> set[tuple[Any, ...]]:
+    """The matcher's trades, from its journal: what the trades table must equal."""
+    engine = Engine(config.game)
+    trades = set()
+    for seq, ts, payload in read_journal(Path(config.data_dir) / "matcher"):
+        cmd = decode(payload)
+        assert isinstance(cmd, Command)
+        engine.apply(cmd, seq, ts)
+        trades |= {trade_row(r) for r in engine.take_records() if isinstance(r, TradeRecord)}
+    return trades
+
+
+def trade_row(r: TradeRecord) -> tuple[Any, ...]:
+    return (r.trade_id, r.instrument_id, r.price, r.quantity, r.buyer, r.seller, r.buyer_fee,
+            r.seller_fee)
+
+
+def db_trades(url: str) -> list[tuple[Any, ...]]:
+    with Store(url) as store, store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "select trade_id, instrument_id, price, quantity, buyer, seller, buyer_fee, "
+            "seller_fee from trades").all()
+    return [tuple(r) for r in rows]
+
+
+def db_trade_count(url: str) -> int:
+    with Store(url) as store, store.engine.connect() as conn:
+        return int(conn.exec_driver_sql("select count(*) from trades").scalar_one())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/itg.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_trades_land_once_and_positions_rebuild_from_the_db(tmp_path: Path, db_url: str) -> None:
+    config = make_config(tmp_path / "data", game={"roles": {"fast": FAST}}, db={
+        "url": db_url, "batch_max_ms": 20, "position_snapshot_interval_s": 0.3,
+        "resend_after_s": 1})
+    with Cluster(config, ["dbwriter", "matcher"]) as cluster:
+        client = MatcherClient(config, cluster.ctx)
+        client.wait_ready()
+        teams = register(client, 4)
+        rng = random.Random(3)
+        assert send_orders(client, [random_order(rng, teams) for _ in range(1500)]) > 1000
+        matcher: Any = cluster.services["matcher"]
+        time.sleep(0.4)  # let at least one position snapshot fall after the last trade
+        wait_for(lambda: matcher.outbox.pending_records == 0 and not matcher._waiting,
+                 what="every record acknowledged")
+        live = {t: client.call(AccountQuery(team_id=t), AccountReply) for t in teams}
+        client.close()
+    expected = journal_trades(config)
+    stored = db_trades(db_url)
+    assert len(stored) == len(set(stored)) == len(expected) > 300
+    assert set(stored) == expected
+    with Store(db_url) as store:
+        rebuilt = store.positions_from_db()
+        with store.engine.connect() as conn:
+            snapshots = conn.exec_driver_sql("select count(*) from position_snapshots").scalar()
+    assert snapshots and snapshots > 0
+    assert differences({t: rebuilt[t] for t in teams}, live) == []
+
+
+# --- processes: the matcher and two writers, killed and restarted ---
+
+PROCESS_CONFIG = """
+data_dir = "{dir}/data"
+log_level = "WARNING"
+[bus]
+transport = "ipc"
+ipc_dir = "{dir}/run"
+[db]
+url = "{url}"
+batch_max_ms = 20
+resend_after_s = 1.0
+[game.roles.fast]
+{role}
+"""
+
+
+class Processes:
+    def __init__(self, directory: Path, db_url: str) -> None:
+        role = "\n".join(f"{k} = {v}" for k, v in FAST.items())
+        self.path = directory / "itg.toml"
+        self.path.write_text(PROCESS_CONFIG.format(dir=directory, url=db_url, role=role))
+        self.config = load_config(self.path, env={})
+        self.log = open(directory / "services.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "service", name,
+                                 "--config", str(self.path)], stdout=self.log,
+                                stderr=subprocess.STDOUT)
+        self.running.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.running:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.running:
+            proc.wait(15)
+        self.log.close()
+
+
+@pytest.fixture
+def processes(short_dir: Path, pg_url: str) -> Iterator[Processes]:
+    procs = Processes(short_dir, pg_url)
+    yield procs
+    procs.stop()
+
+
+def test_writers_killed_mid_batch_lose_and_duplicate_nothing(processes: Processes,
+                                                            pg_url: str) -> None:
+    processes.start("matcher")
+    writers = [processes.start("dbwriter"), processes.start("dbwriter")]
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    client = MatcherClient(processes.config, ctx)
+    try:
+        client.wait_ready(30)
+        teams = register(client, 6)
+        rng = random.Random(11)
+        for chunk in range(20):  # 10,000 orders; a writer dies three times along the way
+            if chunk in (4, 9, 14):
+                victim = writers[chunk % 2]
+                os.kill(victim.pid, signal.SIGKILL)
+                victim.wait(10)
+                writers[chunk % 2] = processes.start("dbwriter")
+            send_orders(client, [random_order(rng, teams) for _ in range(500)])
+        expected = journal_trades(processes.config)
+        wait_for(lambda: db_trade_count(pg_url) >= len(expected), timeout=90,
+                 what="the database to catch up")
+        recover = subprocess.run(
+            [sys.executable, "-m", "services.cli", "recover", "--check", "--config",
+             str(processes.path)], capture_output=True, text=True, timeout=60)
+    finally:
+        client.close()
+        ctx.term()
+    stored = db_trades(pg_url)
+    assert len(expected) > 2000
+    assert len(stored) == len(set(stored)) == len(expected), "no trade lost, none twice"
+    assert set(stored) == expected
+    assert recover.returncode == 0, recover.stdout + recover.stderr
+    assert "teams match the matcher" in recover.stdout
+
+
+# --- the database goes away for 30 s ---
+
+
+def pg_cluster(action: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action,
+                    *(["-m", "fast"] if action == "stop" else [])], check=True, timeout=60)
+
+
+def test_trading_goes_on_while_postgres_is_down_and_the_db_catches_up(
+    tmp_path: Path, pg_url: str
+) -> None:
+    config = make_config(tmp_path / "data", game={"roles": {"fast": FAST}}, db={
+        "url": pg_url, "batch_max_ms": 20, "resend_after_s": 1})
+    with Cluster(config, ["dbwriter", "matcher"]) as cluster:
+        client = MatcherClient(config, cluster.ctx)
+        client.wait_ready()
+        teams = register(client, 4)
+        rng = random.Random(5)
+        send_orders(client, [random_order(rng, teams) for _ in range(300)])
+        wait_for(lambda: db_trade_count(pg_url) > 0, what="trades stored before the outage")
+        before_outage = db_trade_count(pg_url)
+        pg_cluster("stop")
+        try:
+            outage_end = time.monotonic() + 30
+            answered = 0
+            while time.monotonic() < outage_end:  # the exchange keeps trading meanwhile
+                answered += send_orders(client, [random_order(rng, teams) for _ in range(50)])
+                time.sleep(0.2)
+            assert answered > 1000
+        finally:
+            pg_cluster("start")
+        matcher: Any = cluster.services["matcher"]
+        wait_for(lambda: matcher.outbox.pending_records == 0, timeout=120,
+                 what="the outbox to drain once PostgreSQL is back")
+        client.close()
+    expected = journal_trades(config)
+    stored = db_trades(pg_url)
+    assert before_outage > 0 and len(expected) > before_outage
+    assert len(stored) == len(set(stored)) == len(expected)
+    assert set(stored) == expected
