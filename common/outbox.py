@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import logging
 
+import zmq
+
 from common.config import DbConfig
-from common.records import AnyRecord, RecordBatch
+from common.records import AnyRecord, BatchAck, RecordBatch, decode_frame, encode_frame
+from common.service import Context, Service
+from common.transport import PERSIST_CHANNELS, recv_frames, send_frame
 
 log = logging.getLogger(__name__)
+
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class Outbox:
@@ -70,3 +76,48 @@ class Outbox:
         """After a restart: everything that may not be stored yet goes out again."""
         for record in records:
             self.add(record, now - self._max_wait)
+
+
+class RecordLink:
+    """A producer's end of the persistence channels: its outbox, the PUSH of batches to the DB
+    writers and the PULL of their acknowledgements. Used by every producer the same way."""
+
+    def __init__(self, service: Service, ctx: Context, stream: str) -> None:
+        records, acks = PERSIST_CHANNELS[stream]
+        self.outbox = Outbox(stream, service.config.db)
+        self._out = service.socket(ctx, records, bind=True)
+        self._acks = service.socket(ctx, acks, bind=True)
+        self._service = service
+        self.last_seq = 0  # of the records this producer numbered (fresh producers only)
+        service.on_readable(self._acks, self._take_acks)
+
+    def add(self, record: AnyRecord, now: float) -> None:
+        self.outbox.add(record, now)
+
+    def next_seq(self) -> int:
+        self.last_seq += 1
+        return self.last_seq
+
+    def send_due(self, now: float) -> None:
+        for batch in self.outbox.due(now):
+            try:
+                send_frame(self._out, b"rec", encode_frame(batch), _NOBLOCK)
+            except zmq.Again:  # no writer connected yet: offer it again next round
+                self.outbox.retry_soon(batch)
+                return
+
+    def _take_acks(self) -> None:
+        while True:
+            try:
+                frames = recv_frames(self._acks, _NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                ack = decode_frame(frames[-1])
+            except ValueError as exc:  # msgspec's decode errors derive from ValueError
+                self._service.count_bad("malformed", str(exc))
+                continue
+            if isinstance(ack, BatchAck) and ack.stream == self.outbox.stream:
+                self.outbox.ack(ack.last_seq)
+            else:
+                self._service.count_bad("unexpected", type(ack).__name__)

@@ -135,6 +135,10 @@ class Service:
             return None
         return msg
 
+    def count_bad(self, kind: str, detail: str) -> None:
+        """Count a dropped frame (and log the first of each kind)."""
+        self._bad(kind, detail)
+
     def _bad(self, kind: str, detail: str) -> None:
         self.counters[f"bad_frames.{kind}"] += 1
         if self.counters[f"bad_frames.{kind}"] == 1:

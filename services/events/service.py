@@ -9,12 +9,17 @@ that role; news shocks for the simulator on events_private.
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
+import msgspec
 import zmq
 
 from common import topics
 from common.feed import FeedService
 from common.messages import ControlReply, InjectNews, Message, News, SimState
+from common.outbox import RecordLink
+from common.records import NewsRecord, SignalRecord
 from common.service import Context
 from services.events.step import EventsOutput, EventsStep, build_step
 
@@ -30,6 +35,7 @@ class EventsService(FeedService):
         self.step: EventsStep = build_step(self.config, self.epoch)
         self._sim_epoch: int | None = None
         self.open_feed(ctx, "events_pub", "events_private", "events_rpc")
+        self.records = RecordLink(self, ctx, "events")  # the event log for the database
         self.sim = self.socket(ctx, "sim_private", bind=False)
         self.sim.subscribe(topics.SIM_STATE)
         self.on_readable(self.sim, self._drain)
@@ -63,6 +69,22 @@ class EventsService(FeedService):
                          f" (jump {event.direction} {event.magnitude:.2%})" if event.jump else "")
         for topic, private in out.private:
             self.feed.send(self.private, topic, private)
+        self._record(out)
+
+    def _record(self, out: EventsOutput) -> None:
+        """News and role signals into the event log (public per-tick figures are derivable)."""
+        ts, now, records = time.time_ns(), time.monotonic(), self.records
+        for _, public in out.public:
+            if isinstance(public, News):
+                records.add(NewsRecord(stream="events", seq=records.next_seq(), ts_ns=ts,
+                                       headline=public.headline, details=_fields(public)), now)
+        for topic, signal in out.private:
+            if topic.startswith(topics.SIGNAL):
+                records.add(SignalRecord(
+                    stream="events", seq=records.next_seq(), ts_ns=ts,
+                    signal_type=str(getattr(signal, "signal_type", type(signal).__name__)),
+                    role=topic[len(topics.SIGNAL):].decode(), payload=_fields(signal)), now)
+        records.send_due(now)
 
     def control(self, request: Message) -> Message:
         if not isinstance(request, InjectNews):
@@ -78,3 +100,8 @@ class EventsService(FeedService):
             "news_id": event.index, "headline": event.headline, "direction": event.direction,
             "magnitude": event.magnitude, "regime_shift": event.regime_shift, "jump": event.jump,
             "tick": self.step.tick})
+
+
+def _fields(event: msgspec.Struct) -> dict[str, Any]:
+    skip = {"seq", "ts_ns", "epoch"}
+    return {f: getattr(event, f) for f in event.__struct_fields__ if f not in skip}

@@ -33,8 +33,8 @@ from common.messages import (
     decode,
     encode,
 )
-from common.outbox import Outbox
-from common.records import AnyRecord, BatchAck, decode_frame, encode_frame
+from common.outbox import RecordLink
+from common.records import AnyRecord
 from common.service import Context, Service
 from common.transport import recv_frames, send_frame
 from services.matcher import queries
@@ -64,7 +64,8 @@ class MatcherService(Service):
         cfg = self.config.matcher
         self.dir = Path(self.config.data_dir) / "matcher"
         self.rings = ReplayRings(cfg.replay_ring, cfg.md_replay_ring)
-        self.outbox = Outbox("matcher", self.config.db)
+        self.records = RecordLink(self, ctx, "matcher")
+        self.outbox = self.records.outbox
         self.engine = self._recover()
         journal = JournalWriter(self.dir, self.engine.last_seq + 1, fsync=cfg.fsync)
         self.disk = DiskThread(journal, self.dir, cfg.snapshots_kept)
@@ -78,11 +79,8 @@ class MatcherService(Service):
         self.pub = self.md = self.socket(ctx, "matcher_pub", bind=True)
         self.private = self.socket(ctx, "matcher_private", bind=True)
         self.rpc = self.socket(ctx, "matcher_rpc", bind=True)
-        self.persist = self.socket(ctx, "matcher_persist", bind=True)
-        self.acks = self.socket(ctx, "matcher_acks", bind=True)
         self.on_readable(self.commands, self._drain)
         self.on_readable(self.rpc, self._serve)
-        self.on_readable(self.acks, self._acked)
         self.on_readable(self.disk.wake_fd, self._publish_durable)
 
     def last_seq(self) -> int:
@@ -162,40 +160,14 @@ class MatcherService(Service):
                 rings.add(topic, event.seq, payload)
             for record in batch.records:
                 self.outbox.add(record, now)
-        self._send_records(now)
+        self.records.send_due(now)
         if not self._waiting and self._deferred:
             self._answer_deferred()
-
-    # --- persistence ---
-
-    def _send_records(self, now: float) -> None:
-        for batch in self.outbox.due(now):
-            try:
-                send_frame(self.persist, b"rec", encode_frame(batch), _NOBLOCK)
-            except zmq.Again:  # no writer connected yet: try again next round
-                self.outbox.retry_soon(batch)
-                return
-
-    def _acked(self) -> None:
-        while True:
-            try:
-                frames = recv_frames(self.acks, _NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                ack = decode_frame(frames[-1])
-            except ValueError as exc:  # msgspec's decode errors derive from ValueError
-                self._bad("malformed", str(exc))
-                continue
-            if isinstance(ack, BatchAck) and ack.stream == self.outbox.stream:
-                self.outbox.ack(ack.last_seq)
-            else:
-                self._bad("unexpected", type(ack).__name__)
 
     # --- periodic work ---
 
     def on_tick(self, now: float) -> None:
-        self._send_records(now)
+        self.records.send_due(now)
         if now >= self._next_positions:
             cmd = SnapshotPositions()
             self._run_batch([(cmd, encode(cmd))])

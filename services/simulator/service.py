@@ -29,6 +29,8 @@ from common.messages import (
     TradePrint,
     encode,
 )
+from common.outbox import RecordLink
+from common.records import PriceRecord
 from common.service import Context
 from services.simulator.clock import GameClock
 from services.simulator.house import HouseSweeper
@@ -48,6 +50,7 @@ class SimulatorService(FeedService):
         s = self.config.simulator
         self.step = build_step(self.config)
         self.open_feed(ctx, "sim_pub", "sim_private", "sim_rpc")
+        self.records = RecordLink(self, ctx, "simulator")  # price history for the database
         self.commands = self.socket(ctx, "commands", bind=False)
         self.shocks = self.socket(ctx, "events_private", bind=False)
         self.shocks.subscribe(topics.NEWS_SHOCK)
@@ -73,6 +76,7 @@ class SimulatorService(FeedService):
     # --- the clock ---
 
     def on_tick(self, now: float) -> None:
+        self.records.send_due(now)
         due = self.clock.due(now)
         while due and self._may_advance(now):
             self._emit(self.step.advance())
@@ -108,12 +112,25 @@ class SimulatorService(FeedService):
         for values in out.fair_values:
             feed.publish(pub, topics.fair(values.underlying), values)
         feed.send(self.private, topics.SIM_STATE, out.state)
+        self._record_prices(out)
         for instrument_id, price in out.marks:
             self._command(PriceMark(instrument_id=instrument_id, price=price))
         for team, o in out.orders:
             self._command(NewOrder(team_id=team, instrument_id=o.instrument_id, side=o.side,
                                    quantity=o.quantity, order_type=o.order_type, price=o.price))
         self._last = out
+
+    def _record_prices(self, out: TickOutput) -> None:
+        ts, now, records = time.time_ns(), time.monotonic(), self.records
+        for tick in out.underlyings:
+            records.add(PriceRecord(stream="simulator", seq=records.next_seq(), ts_ns=ts,
+                                    instrument_id=tick.symbol, price=tick.price,
+                                    kind="underlying"), now)
+        for values in out.fair_values:
+            for instrument_id, fair, _delta in values.values:
+                records.add(PriceRecord(stream="simulator", seq=records.next_seq(), ts_ns=ts,
+                                        instrument_id=instrument_id, price=fair,
+                                        kind="fair_value"), now)
 
     def _command(self, cmd: Command) -> None:
         """Fire and forget (gw = ""): no response is published; fills show on exec.<team>."""

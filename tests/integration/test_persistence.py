@@ -18,6 +18,7 @@ import zmq
 
 from common.bus_client import MatcherClient
 from common.config import Config, load_config
+from common.game_master import GameMaster
 from common.messages import AccountQuery, AccountReply, Command, NewOrder, RegisterTeam, decode
 from common.records import TradeRecord
 from services.dbwriter.recover import differences
@@ -258,3 +259,30 @@ def test_trading_goes_on_while_postgres_is_down_and_the_db_catches_up(
     assert before_outage > 0 and len(expected) > before_outage
     assert len(stored) == len(set(stored)) == len(expected)
     assert set(stored) == expected
+
+
+def test_prices_news_and_signals_reach_the_database(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "data", simulator={"speed": 300.0}, db={"batch_max_ms": 20})
+    with Cluster(config, ["dbwriter", "matcher", "simulator", "events"]) as cluster:
+        master = GameMaster(config, cluster.ctx)
+        try:
+            assert master.inject_news("Fed announces emergency meeting", "down").ok
+        finally:
+            master.close()
+
+        def counts() -> dict[str, int]:
+            with Store(config.db_url) as store, store.engine.connect() as conn:
+                rows = conn.exec_driver_sql(
+                    "select 'price_' || kind, count(*) from prices group by kind union all "
+                    "select kind, count(*) from events group by kind").all()
+            return {k: int(n) for k, n in rows}
+
+        wait_for(lambda: {"price_underlying", "price_fair_value", "news", "signal"} <= {
+            k for k, n in counts().items() if n}, what="prices, news and signals stored")
+    with Store(config.db_url) as store, store.engine.connect() as conn:
+        headlines = [r[0] for r in conn.exec_driver_sql("select name from events "
+                                                         "where kind = 'news'").all()]
+        symbols = {r[0] for r in conn.exec_driver_sql(
+            "select distinct instrument_id from prices where kind = 'underlying'").all()}
+    assert "Fed announces emergency meeting" in headlines
+    assert symbols == {"SPX", "SPY"}
