@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from common.messages import TeamInfo
-from services.gateway import handlers, schemas, views
+from services.gateway import handlers, history, schemas, views
 from services.gateway.bridge import BusTimeout, BusUnavailable
 from services.gateway.core import VERSION, Gateway
 from services.gateway.fastpath import OrderFastPath
@@ -157,6 +157,7 @@ def create_app(gw: Gateway) -> FastAPI:
     _team_routes(app, api)
     _order_routes(app, api)
     _ws_route(app, api)
+    history.install(app, api, history.History(gw.config.db_url))  # from the DB, read-only
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

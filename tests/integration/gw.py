@@ -21,11 +21,12 @@ CALL = "SPX_4500_CALL"
 
 
 @contextmanager
-def running(data_dir: Path, **overrides: Any) -> Iterator[Exchange]:
+def running(data_dir: Path, services: tuple[str, ...] = ("matcher", "gateway"),
+            **overrides: Any) -> Iterator[Exchange]:
     gateway = {"port": 0, **overrides.pop("gateway", {})}
     bus = {"heartbeat_s": 0.05, **overrides.pop("bus", {})}
     config = make_config(data_dir, gateway=gateway, bus=bus, **overrides)
-    with Cluster(config, ["matcher", "gateway"]) as cluster:
+    with Cluster(config, list(services)) as cluster:
         exchange = Exchange(cluster)
         try:
             yield exchange
