@@ -170,10 +170,19 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
     rate_limit: bool = True  # per-team order rate checked here too, before the matcher
     auth_cache_size: int = 100_000
     negative_auth_ttl_s: float = 5.0  # an unknown key is not asked about again for this long
+    admin_key: str = ""  # X-Admin-Key of the operator API; "" = off (`itg up` makes one up)
+    regime_delay_s: float = 300.0  # game seconds before a past volatility regime is shown
+    dashboard_interval_s: float = 0.25  # spectator stream: at most one update per interval
+    leaderboard_interval_s: float = 1.0  # accounts are read from the matcher this often
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be within 0..65535")
+        if self.admin_key and (len(self.admin_key) < 16 or not self.admin_key.isascii()):
+            raise ValueError("admin_key: at least 16 ASCII characters (or \"\" for no admin API)")
+        if min(self.dashboard_interval_s, self.leaderboard_interval_s) <= 0 or not (
+                0 <= self.regime_delay_s < float("inf")):
+            raise ValueError("dashboard intervals must be positive, regime_delay_s >= 0")
         if len(self.id) > 32 or not all(c.isalnum() or c in "-_" for c in self.id):
             raise ValueError("id: at most 32 letters, digits, '-' or '_'")
         positive = (self.request_timeout_s, self.start_timeout_s, self.max_body_bytes,
@@ -271,5 +280,8 @@ def load_config(
 
 
 def describe(config: Config) -> str:
-    """One log line with the effective config (it holds no secrets yet; redact them here)."""
+    """One log line with the effective config, secrets redacted."""
+    if config.gateway.admin_key:
+        config = msgspec.structs.replace(config, gateway=msgspec.structs.replace(
+            config.gateway, admin_key="<redacted-admin-key>"))
     return msgspec.json.encode(config).decode()

@@ -1,18 +1,24 @@
-"""The `itg` command: run the embedded exchange, or one service as its own process."""
+"""The `itg` command: the embedded exchange, one service as its own process, the supervisord
+cluster, recovery from the database, benchmarks and example bots. `itg COMMAND --help`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import signal
 import sys
 import threading
 from typing import Any
 
+import msgspec
+
 from common.bus_client import MatcherClient
 from common.config import SERVICES, Config, ConfigError, load_config
 from common.messages import AccountQuery, AccountReply
 from common.service import run_process
+from services import benchmarks, logfmt
+from services import cluster as cluster_cli
 from services.dbwriter.recover import differences, rebuild, table
 from services.launcher import BUILT, Cluster, ClusterError
 
@@ -27,6 +33,16 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="gateway HTTP port (default 8000)")
     up.add_argument("--seed", type=int, help="game seed")
     up.add_argument("--only", help="comma-separated subset of services, e.g. matcher,gateway")
+    up.add_argument("--demo-bots", action="store_true",
+                    help="also run example bots (market maker, hedge fund, arbitrage)")
+    up.add_argument("--bots", type=int, metavar="N",
+                    help="run N example bots (implies --demo-bots)")
+    bot = sub.add_parser("bot", help="run an example bot against a gateway")
+    bot.add_argument("name", help="market_maker | hedge_fund | arbitrage (or mm, hf, arb)")
+    bot.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's base URL")
+    bot.add_argument("--team-name", help="team to register (default: a fresh name)")
+    bot.add_argument("--seed", type=int, default=0, help="the bot's random seed")
+    bot.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     rec = sub.add_parser("recover", help="rebuild positions and cash from the database alone")
     _common(rec)
     rec.add_argument("--check", action="store_true",
@@ -34,12 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     svc = sub.add_parser("service", help="run one service as this process (ipc or tcp bus)")
     svc.add_argument("name", choices=SERVICES)
     _common(svc)
+    cluster_cli.add_parser(sub)
+    benchmarks.add_parser(sub)
     return parser
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config file (default: built-in defaults)")
     p.add_argument("--data-dir", help="where journals, snapshots and databases live")
+    p.add_argument("--log-format", choices=logfmt.FORMATS, default="text",
+                   help="text lines, or one JSON object per line (for log shippers)")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -53,16 +73,65 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides=overrides)
 
 
-def _up(config: Config, only: str | None) -> None:
+def _up(config: Config, only: str | None, bots: int = 0) -> None:
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    config = _admin_key(config)
+    cluster_cli.check_services(config, names)
     with Cluster(config, names) as cluster:
         print(f"ITG exchange up: {', '.join(cluster.names)} (data in {config.data_dir}/). "
               "Ctrl-C stops it.", flush=True)
+        _print_dashboard(cluster)
+        demo = _demo_bots(cluster, bots)
         stop.wait()
+        if demo is not None:
+            demo.close()
     print("ITG exchange stopped.", flush=True)
+
+
+def _admin_key(config: Config) -> Config:
+    """The embedded exchange always has an operator: make up an admin key if none is set."""
+    if config.gateway.admin_key:
+        return config
+    key = secrets.token_urlsafe(24)
+    return msgspec.structs.replace(
+        config, gateway=msgspec.structs.replace(config.gateway, admin_key=key))
+
+
+def _print_dashboard(cluster: Cluster) -> None:
+    gateway = cluster.services.get("gateway")
+    if gateway is None:
+        return
+    host = cluster.config.gateway.host
+    port = getattr(gateway, "port", cluster.config.gateway.port)
+    print(f"Dashboard: http://{host}:{port}/dashboard   admin key (Operator tab, X-Admin-Key): "
+          f"{cluster.config.gateway.admin_key}", flush=True)
+
+
+def _demo_bots(cluster: Cluster, count: int) -> Any:
+    gateway = cluster.services.get("gateway")
+    if count <= 0 or gateway is None:
+        return None
+    from bots.run import start_demo  # the bot client library is only loaded when asked for
+
+    port = getattr(gateway, "port", cluster.config.gateway.port)
+    print(f"starting {count} demo bots on http://127.0.0.1:{port} "
+          "(a leaderboard every 15 s)", flush=True)
+    return start_demo(cluster.config, port, count)
+
+
+def _bot(args: argparse.Namespace) -> int:
+    from bots.run import kind_of, run_one
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        kind = kind_of(args.name)
+    except ValueError as exc:
+        print(f"itg: {exc}", file=sys.stderr)
+        return 2
+    return run_one(kind, args.url, args.team_name, args.seed, args.seconds)
 
 
 def _service(config: Config, name: str) -> None:
@@ -70,6 +139,7 @@ def _service(config: Config, name: str) -> None:
         raise ConfigError("a service in its own process needs bus.transport = ipc or tcp")
     if name not in BUILT:
         raise ClusterError(f"service {name!r} is not built yet; built: {', '.join(BUILT)}")
+    cluster_cli.check_services(config, [name])
     run_process(BUILT[name](config))
 
 
@@ -91,12 +161,16 @@ def _recover(config: Config, check: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "bot":
+        return _bot(args)
+    if args.command in ("cluster", "bench"):
+        return cluster_cli.run(args) if args.command == "cluster" else benchmarks.run(args)
     try:
         config = _config(args)
-        logging.basicConfig(level=config.log_level,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logfmt.setup(config.log_level, args.log_format,
+                     args.name if args.command == "service" else "itg")
         if args.command == "up":
-            _up(config, args.only)
+            _up(config, args.only, args.bots if args.bots is not None else 3 * args.demo_bots)
         elif args.command == "recover":
             return _recover(config, args.check)
         else:

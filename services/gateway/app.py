@@ -19,9 +19,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp
 
 from common.messages import TeamInfo
-from services.gateway import handlers, history, schemas, views
+from services.gateway import admin, dashboard, handlers, history, ops, schemas, views
 from services.gateway.bridge import BusTimeout, BusUnavailable
 from services.gateway.core import VERSION, Gateway
 from services.gateway.fastpath import OrderFastPath
@@ -157,22 +158,20 @@ def create_app(gw: Gateway) -> FastAPI:
     _team_routes(app, api)
     _order_routes(app, api)
     _ws_route(app, api)
+    admin.install(app, api, dashboard.install(app, api))
+    ops.install(app, gw)  # GET /, /health, /metrics
     history.install(app, api, history.History(gw.config.db_url))  # from the DB, read-only
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
-def create_asgi(gw: Gateway) -> OrderFastPath:
-    """What uvicorn serves: the FastAPI app behind the order fast path."""
+def create_asgi(gw: Gateway) -> ASGIApp:
+    """What uvicorn serves: the FastAPI app behind the order fast path, every answer counted."""
     app = create_app(gw)
-    return OrderFastPath(app, Api(gw))
+    return ops.observed(app, OrderFastPath(app, Api(gw)))
 
 
 def _team_routes(app: FastAPI, api: Api) -> None:
-    @app.get("/", response_model=schemas.Health, summary="Health and per-service liveness")
-    async def health() -> Response:
-        return _json(api.gw.health())
-
     @app.post("/game/teams/register", response_model=schemas.Envelope[schemas.NewTeam],
               responses=_documented(413, 422), openapi_extra=_body_doc(schemas.RegisterRequest),
               summary="Register a team; the API key is shown once")
@@ -263,6 +262,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         doc = get_openapi(title=app.title, version=app.version, description=app.description,
                           routes=app.routes)
         doc.setdefault("components", {})["securitySchemes"] = {
-            "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+            "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "AdminKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Admin-Key"}}
         app.openapi_schema = doc
     return app.openapi_schema

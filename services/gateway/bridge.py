@@ -47,7 +47,8 @@ FEEDS = (  # channel, topic prefixes: the feeds every gateway follows besides it
     ("matcher_pub", (topics.MD, topics.HEARTBEAT)),
     ("events_pub", (topics.NEWS, topics.SIGNAL, topics.HEARTBEAT)),  # news, public signals
     ("events_private", (topics.SIGNAL,)),  # signal.<role>: only for the teams of that role
-    ("sim_pub", (topics.HEARTBEAT,)),
+    ("sim_pub", (topics.HEARTBEAT, topics.UNDERLYING, topics.FAIR)),  # marks: dashboard only
+    ("sim_private", (topics.SIM_STATE,)),  # the regime: the dashboard shows it only when old
 )
 
 

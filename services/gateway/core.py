@@ -21,7 +21,7 @@ from common.messages import MarketSnapshot, SnapshotRequest, TeamInfo, TeamQuery
 from common.service import Context
 from services.gateway.auth import KeyRing
 from services.gateway.books import BookMirror
-from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable, wait_matcher
+from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable, Sink, wait_matcher
 from services.gateway.hub import Hub
 from services.gateway.limits import RateLimiter
 
@@ -44,6 +44,8 @@ class Gateway:
         self.limiter = RateLimiter(config.game.roles, self.settings.rate_limit)
         self.last_write: dict[str, int] = {}  # team -> ts of its last book-changing command
         self.beats: dict[str, float] = {}
+        self.taps: list[Sink] = []  # more readers of every feed frame (the dashboard), first
+        self.private_taps: list[Sink] = []  # and of every exec.<team> frame
         self.matcher_ready = asyncio.Event()
         self.md_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -52,7 +54,7 @@ class Gateway:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.bridge.on_private = self.hub.on_private
+        self.bridge.on_private = self._on_private
         self.bridge.on_public = self._on_public
         self.bridge.open()
         self._tasks = [self.loop.create_task(self._sync()),
@@ -90,7 +92,16 @@ class Gateway:
 
     # --- feeds ---
 
+    def _on_private(self, topic: bytes, payload: bytes) -> None:
+        self.hub.on_private(topic, payload)
+        for tap in self.private_taps:
+            tap(topic, payload)
+
     def _on_public(self, topic: bytes, payload: bytes) -> None:
+        for tap in self.taps:
+            tap(topic, payload)
+        if topic.startswith((topics.UNDERLYING, topics.FAIR)):
+            return  # the simulator's md: not the matcher's books
         if topic.startswith(topics.MD):
             self.mirror.feed(topic, payload)
         elif topic.startswith(topics.HEARTBEAT):

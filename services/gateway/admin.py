@@ -1,0 +1,284 @@
+"""The operator's API: game-master controls behind a separate admin key (`X-Admin-Key`).
+
+The key is `gateway.admin_key` (at least 16 characters; "" switches the API off, and every
+/admin route then answers 403). It is compared in constant time and never logged. Checks run
+in the bot API's order: key (401/403), body size (413), schema (422), then the answer, which
+is the bot API's envelope. Halts, phases and the kill switch (cancel every resting order of a
+team) are matcher commands, journaled like orders; news, regime and speed are requests on the
+events and simulator ROUTERs, answered with a ControlReply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+import zmq
+import zmq.asyncio
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from pydantic import Field, StrictBool, StrictStr
+
+from common.config import PHASES
+from common.messages import (
+    CancelAll,
+    Command,
+    ControlReply,
+    DecodeError,
+    ErrorReply,
+    ForceRegime,
+    InjectNews,
+    Message,
+    SetHalt,
+    SetPhase,
+    SetSpeed,
+    TeamQuery,
+    TeamReply,
+    decode,
+    encode,
+)
+from common.transport import make_socket
+from services.gateway import handlers, schemas, views
+from services.gateway.bridge import BusTimeout, BusUnavailable
+
+if TYPE_CHECKING:
+    from services.gateway.app import Api
+    from services.gateway.dashboard import Dashboard
+
+log = logging.getLogger(__name__)
+
+HEADER = "x-admin-key"
+MISSING = "Missing admin key. Include X-Admin-Key header."
+INVALID = "Invalid admin key"
+DISABLED = "The admin API is off: set gateway.admin_key"
+SECURED: dict[str, Any] = {"security": [{"AdminKeyHeader": []}]}
+
+
+class NewsRequest(schemas._Request):
+    headline: Annotated[StrictStr, Field(min_length=1, max_length=200, description=(
+        "A headline of the news table (its row's odds apply) or any new text"))]
+    direction: Annotated[StrictStr | None, Field(max_length=schemas.SHORT,
+                                                 description="up | down | none")] = None
+    magnitude: Annotated[float | None, Field(description="Fraction of the price: 0.01 = 1%")
+                         ] = None
+    regime_shift: StrictBool | None = None
+    jump: StrictBool | None = None
+
+
+class RegimeRequest(schemas._Request):
+    regime: Annotated[StrictStr, Field(max_length=schemas.SHORT)]
+
+
+class SpeedRequest(schemas._Request):
+    speed: Annotated[float, Field(description="Game seconds per wall second; 0 pauses")]
+
+
+class PhaseRequest(schemas._Request):
+    phase: Annotated[StrictStr, Field(max_length=schemas.SHORT, description=" | ".join(PHASES))]
+
+
+class HaltRequest(schemas._Request):
+    instrument_id: schemas.Short
+    halted: StrictBool = True
+
+
+class Controls:
+    """Requests to the simulator's and the events service's ROUTERs, one at a time each."""
+
+    def __init__(self, api: Api) -> None:
+        self.gw = api.gw
+        self.ctx = zmq.asyncio.Context.shadow(api.gw.bridge.ctx)
+        self.socks: dict[str, zmq.asyncio.Socket] = {}
+        self.locks = {"sim_rpc": asyncio.Lock(), "events_rpc": asyncio.Lock()}
+        self.ids = itertools.count(1)
+
+    def close(self) -> None:
+        for sock in self.socks.values():
+            sock.close(linger=0)
+        self.socks.clear()
+
+    def _socket(self, channel: str) -> zmq.asyncio.Socket:
+        sock = self.socks.get(channel)
+        if sock is None:  # make_socket is typed for plain contexts; an asyncio one works alike
+            made: Any = make_socket(cast(Any, self.ctx), self.gw.config, channel, bind=False)
+            sock = self.socks[channel] = made
+        return sock
+
+    async def call(self, channel: str, request: Message) -> ControlReply:
+        timeout = self.gw.settings.request_timeout_s
+        async with self.locks[channel]:
+            sock = self._socket(channel)
+            rid = next(self.ids).to_bytes(8, "big")
+            await sock.send_multipart([rid, encode(request)])
+            deadline = asyncio.get_running_loop().time() + timeout
+            while True:  # answers to earlier, abandoned requests are skipped
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise BusTimeout()
+                frames = await asyncio.wait_for(sock.recv_multipart(), left)
+                if len(frames) == 2 and frames[0] == rid:
+                    return _control_reply(frames[1])
+
+
+def _control_reply(payload: bytes) -> ControlReply:
+    try:
+        reply = decode(payload)
+    except DecodeError as exc:
+        raise BusUnavailable(f"malformed answer: {exc}") from exc
+    if isinstance(reply, ErrorReply):
+        raise BusUnavailable(reply.message)
+    if not isinstance(reply, ControlReply):
+        raise BusUnavailable(f"unexpected answer {type(reply).__name__}")
+    return reply
+
+
+class Admin:
+    def __init__(self, api: Api) -> None:
+        self.gw = api.gw
+        self.key = api.gw.settings.admin_key
+        self.controls = Controls(api)
+
+    def denied(self, request: Request) -> Response | None:
+        if not self.key:
+            return _json({"detail": DISABLED}, 403)
+        given = request.headers.get(HEADER)
+        if not given:
+            return _json({"detail": MISSING}, 401)
+        if not hmac.compare_digest(given.encode(), self.key.encode()):
+            return _json({"detail": INVALID}, 401)
+        return None
+
+    async def command(self, cmd: Command, what: str) -> handlers.Body:
+        answer = await handlers.ask(self.gw, cmd, None)
+        if not isinstance(answer, dict):
+            if not answer.ok:
+                return handlers.refused(None, answer)
+            log.warning("admin: %s", what)
+            return handlers.envelope(None, data=answer.details or {})
+        return answer
+
+    async def control(self, channel: str, request: Message, what: str) -> handlers.Body:
+        try:
+            reply = await self.controls.call(channel, request)
+        except (BusTimeout, TimeoutError):
+            return handlers.failure(None, "PROCESSING_TIMEOUT", f"No answer from {channel}")
+        except (BusUnavailable, zmq.ZMQError) as exc:
+            return handlers.failure(None, "SERVICE_UNAVAILABLE", str(exc))
+        if not reply.ok:
+            return handlers.failure(None, "CONTROL_REJECTED", reply.message, reply.details)
+        log.warning("admin: %s", what)
+        return handlers.envelope(None, data=reply.details)
+
+    async def kill(self, team_id: str) -> handlers.Body:
+        try:
+            found = await self.gw.bridge.call(TeamQuery(team_id=team_id), TeamReply,
+                                              self.gw.settings.request_timeout_s)
+        except (BusTimeout, BusUnavailable) as exc:
+            return handlers.failure(None, "SERVICE_UNAVAILABLE", str(exc))
+        if found.team is None:
+            return handlers.failure(None, "TEAM_NOT_FOUND", "Team not found",
+                                    {"team_id": team_id})
+        return await self.command(CancelAll(team_id=team_id, reason="admin"),
+                                  f"kill switch: every order of {team_id} cancelled")
+
+    def choices(self) -> dict[str, Any]:
+        config = self.gw.config
+        return {"headlines": [h.headline for h in config.events.headlines],
+                "regimes": list(config.simulator.regime_names), "phases": list(PHASES),
+                "instruments": list(self.gw.instruments), "phase": self.gw.mirror.phase,
+                "halted": list(self.gw.mirror.halted)}
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(views.dumps(body), status, media_type="application/json")
+
+
+def _documented(model: type[schemas._Request] | None = None) -> dict[str, Any]:
+    extra: dict[str, Any] = dict(SECURED)
+    if model is not None:
+        extra["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": model.model_json_schema()}}}
+    return {"openapi_extra": extra, "responses": {
+        401: {"description": "Missing or invalid admin key", "model": schemas.Detail},
+        403: {"description": "The admin API is off", "model": schemas.Detail},
+        **({413: {"description": "Body too large", "model": schemas.Detail},
+            422: {"description": "Body fails schema validation",
+                  "model": schemas.ValidationErrors}} if model is not None else {})}}
+
+
+def install(app: FastAPI, api: Api, dash: Dashboard) -> Admin:
+    admin = Admin(api)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            admin.controls.close()
+
+    router = APIRouter(prefix="/admin", tags=["admin"], lifespan=lifespan)
+
+    async def guarded(request: Request, model: type[schemas._Request] | None, then: Any
+                      ) -> Response:
+        denied = admin.denied(request)
+        if denied is not None:
+            return denied
+        body = None
+        if model is not None:
+            body = await api.body(request, model)
+            if isinstance(body, Response):
+                return body
+        return _json(await then(body))
+
+    @router.get("/leaderboard", summary="Every team, with cash and holdings", **_documented())
+    async def leaderboard(request: Request) -> Response:
+        return await guarded(request, None, lambda _: _ready(
+            {"leaderboard": dash.leaderboard(full=True), "timestamp": views.now_iso()}))
+
+    @router.get("/choices", summary="Headlines, regimes, phases, instruments", **_documented())
+    async def choices(request: Request) -> Response:
+        return await guarded(request, None, lambda _: _ready(admin.choices()))
+
+    @router.post("/news", summary="Inject a news item now", **_documented(NewsRequest))
+    async def news(request: Request) -> Response:
+        return await guarded(request, NewsRequest, lambda b: admin.control(
+            "events_rpc", InjectNews(**b.model_dump()), f"news {b.headline!r}"))
+
+    @router.post("/regime", summary="Force a volatility regime from the next tick",
+                 **_documented(RegimeRequest))
+    async def regime(request: Request) -> Response:
+        return await guarded(request, RegimeRequest, lambda b: admin.control(
+            "sim_rpc", ForceRegime(regime=b.regime), f"regime {b.regime}"))
+
+    @router.post("/speed", summary="Game clock speed (0 pauses)", **_documented(SpeedRequest))
+    async def speed(request: Request) -> Response:
+        return await guarded(request, SpeedRequest, lambda b: admin.control(
+            "sim_rpc", SetSpeed(speed=b.speed), f"speed {b.speed:g}"))
+
+    @router.post("/phase", summary="Move the market to a phase", **_documented(PhaseRequest))
+    async def phase(request: Request) -> Response:
+        return await guarded(request, PhaseRequest, lambda b: admin.command(
+            SetPhase(phase=b.phase), f"phase {b.phase}"))
+
+    @router.post("/halt", summary="Halt (or resume) one instrument", **_documented(HaltRequest))
+    async def halt(request: Request) -> Response:
+        return await guarded(request, HaltRequest, lambda b: admin.command(
+            SetHalt(instrument_id=b.instrument_id, halted=b.halted),
+            f"{b.instrument_id} {'halted' if b.halted else 'resumed'}"))
+
+    @router.post("/teams/{team_id}/kill", summary="Kill switch: cancel every order of a team",
+                 **_documented())
+    async def kill(team_id: str, request: Request) -> Response:
+        return await guarded(request, None, lambda _: admin.kill(team_id))
+
+    app.include_router(router)
+    return admin
+
+
+async def _ready(value: Any) -> Any:
+    return value

@@ -1,0 +1,337 @@
+"""The web dashboard, served by the gateway itself: the page, its files, and two live streams.
+
+- `/dashboard`: the page (static HTML, CSS and plain ES modules; charts by lightweight-charts,
+  vendored under static/vendor, so nothing is fetched from anywhere else).
+- `/ws/public`: the spectator stream. Public data only: what the public feeds say (books,
+  trades, status, underlyings, fair values, news), the leaderboard, service health, and the
+  volatility regimes that are old enough (see board.py). A `snapshot` first, then `update`s of
+  what changed, at most one per `dashboard_interval_s`; a browser may send
+  `{"type": "watch", "instrument_id": ...}` to get `depth` of that instrument.
+- `/ws/team`: one team's own view after `{"type": "auth", "api_key": ...}` as the first frame
+  (the key stays out of URLs and logs, and the bot's own /ws connection is left alone).
+- `GET /dashboard/api/leaderboard` (public) and `GET /dashboard/api/team` (X-API-Key).
+
+Accounts are read from the matcher every `leaderboard_interval_s`; teams are found by asking
+for TEAM_001, TEAM_002... in order (ids are handed out in sequence) plus the house teams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from fastapi import APIRouter, FastAPI, Request, WebSocket
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from common.messages import (
+    AccountQuery,
+    AccountReply,
+    DecodeError,
+    ExecutionReport,
+    TeamInfo,
+    TeamQuery,
+    TeamReply,
+    decode,
+)
+from services.gateway import views
+from services.gateway.board import Board
+from services.gateway.bridge import BusTimeout, BusUnavailable
+from services.gateway.scores import Standings, team_id
+from services.gateway.spectators import POLICY, Spectator, serve
+
+if TYPE_CHECKING:
+    from services.gateway.app import Api
+    from services.gateway.core import Gateway
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+DEPTH = 10
+QUOTES_EVERY_S = 5.0  # every quote again now and then (a book mirror resync is silent)
+HEALTH_EVERY_S = 1.0
+AUTH_TIMEOUT_S = 10.0
+
+
+class Dashboard:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.settings = gw.settings
+        self.board = Board(gw.config)
+        self.standings = Standings(gw.config)
+        self.spectators: set[Spectator] = set()
+        self.joining: set[Spectator] = set()
+        self.refreshed = asyncio.Event()  # set (and replaced) after each leaderboard refresh
+        self.instruments = [{
+            "id": i.id, "underlying": i.underlying, "kind": i.kind, "multiplier": i.multiplier,
+            "strike": views.price(i.strike), "option_type": i.option_type}
+            for i in gw.instruments.values()]
+        self._leaderboard_dirty = False
+        self._next_quotes = self._next_health = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- life cycle ---
+
+    async def start(self) -> None:
+        self.gw.taps.append(self.board.feed)
+        self.gw.private_taps.append(self._on_private)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._poll_loop()),
+                       loop.create_task(self._broadcast_loop())]
+
+    async def stop(self) -> None:
+        for spectator in [*self.spectators, *self.joining]:
+            spectator.close(1001, "gateway shutting down")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- marks ---
+
+    def mark(self, iid: str) -> int | None:
+        fair = self.board.fair.get(iid)
+        if fair is not None:
+            return fair[0]
+        spot = self.board.spots.get(iid)
+        return spot if spot is not None else self.gw.mirror.last_trade.get(iid)
+
+    def delta(self, iid: str) -> float | None:
+        fair = self.board.fair.get(iid)
+        return None if fair is None else fair[1]
+
+    def _on_private(self, topic: bytes, payload: bytes) -> None:
+        if b"execution_report" not in payload:  # cheap: acks and cancels are not decoded
+            return
+        try:
+            event = decode(payload)
+        except DecodeError:
+            return
+        if isinstance(event, ExecutionReport):
+            self.standings.on_fill(event, self.mark(event.instrument_id))
+
+    # --- the leaderboard ---
+
+    async def _poll_loop(self) -> None:
+        await self.gw.matcher_ready.wait()
+        failing = False
+        while True:
+            try:
+                await self.refresh()
+                failing = False
+            except (BusTimeout, BusUnavailable) as exc:
+                if not failing:  # once per outage, not once per refresh
+                    log.warning("dashboard: accounts not read (%r); trying again", exc)
+                failing = True
+            await asyncio.sleep(self.settings.leaderboard_interval_s)
+
+    async def refresh(self) -> None:
+        """Find new teams, read every account, and recompute the leaderboard."""
+        call, timeout = self.gw.bridge.call, self.settings.request_timeout_s
+        for tid in [t for t in self.standings.house_ids if not self.standings.named(t)]:
+            reply = await call(TeamQuery(team_id=tid), TeamReply, timeout)
+            if reply.team is not None:
+                self.standings.add(reply.team)
+        while True:
+            reply = await call(TeamQuery(team_id=team_id(self.standings.next_number)),
+                               TeamReply, timeout)
+            if reply.team is None:
+                break
+            self.standings.add(reply.team)
+        ids = list(self.standings.teams)
+        accounts = await asyncio.gather(*(call(AccountQuery(team_id=t), AccountReply, timeout)
+                                          for t in ids))
+        now = int(time.time())
+        for account in accounts:
+            self.standings.update(account, self.mark, now)
+        self._leaderboard_dirty = True
+        self.refreshed.set()
+        self.refreshed = asyncio.Event()
+
+    def leaderboard(self, full: bool = False) -> list[dict[str, Any]]:
+        return self.standings.rows(self.mark, self.delta, full)
+
+    # --- the spectator stream ---
+
+    def status(self) -> dict[str, Any]:
+        return {"phase": self.gw.mirror.phase, "halted": list(self.gw.mirror.halted)}
+
+    def quotes(self, iids: Any) -> dict[str, Any]:
+        return {iid: self.gw.hub.quote(iid) for iid in iids}
+
+    def snapshot(self) -> str:
+        data = {"instruments": self.instruments, "status": self.status(),
+                "quotes": self.quotes(self.gw.instruments), "leaderboard": self.leaderboard(),
+                "health": self.gw.health(), "regime_names": list(self.board.regime_names),
+                **self.board.snapshot()}
+        return _frame("snapshot", data)
+
+    def depth(self, iid: str) -> str:
+        book = self.gw.mirror.books.get(iid)
+        bids, asks = book.top(DEPTH) if book is not None else ([], [])
+        trades = list(self.board.by_instrument.get(iid, ()))[::-1]
+        return _frame("depth", {
+            "instrument_id": iid, "bids": [(views.price(p), q) for p, q in bids],
+            "asks": [(views.price(p), q) for p, q in asks], "trades": trades,
+            "quote": self.gw.hub.quote(iid)})
+
+    def on_message(self, spectator: Spectator, body: dict[str, Any]) -> None:
+        iid = body.get("instrument_id")
+        if body.get("type") == "watch" and isinstance(iid, str) and iid in self.gw.instruments:
+            spectator.watch = iid
+            spectator.put(self.depth(iid))
+
+    async def _broadcast_loop(self) -> None:
+        """Every interval: one update for everyone, then snapshots for the newcomers (taken
+        after the update's changes, so nobody gets a change twice or misses one)."""
+        while True:
+            await asyncio.sleep(self.settings.dashboard_interval_s)
+            changes, books = self.board.take_changes()
+            if changes.pop("reset", None):  # a new simulator epoch: everyone starts afresh
+                self.joining |= self.spectators
+                self.spectators.clear()
+            if self.spectators:
+                touched = self._complete(changes, books, time.monotonic())
+                self._send(changes, touched)
+            if self.joining:
+                snapshot = self.snapshot()
+                for spectator in self.joining:
+                    spectator.put(snapshot)
+                self.spectators |= self.joining
+                self.joining.clear()
+
+    def _complete(self, changes: dict[str, Any], books: set[str], now: float) -> set[str]:
+        """Fill in what the board cannot know; returns the instruments whose quotes changed."""
+        touched = books | {t["instrument_id"] for t in changes.get("trades", ())}
+        if changes.pop("status", None):
+            changes["status"] = self.status()
+        if now >= self._next_quotes:
+            self._next_quotes, touched = now + QUOTES_EVERY_S, set(self.gw.instruments)
+        if touched:
+            changes["quotes"] = self.quotes(sorted(touched))
+        if now >= self._next_health:
+            self._next_health = now + HEALTH_EVERY_S
+            changes["health"] = self.gw.health()
+            changes["clock"] = self.board.clock()
+        if self._leaderboard_dirty:
+            self._leaderboard_dirty = False
+            changes["leaderboard"] = self.leaderboard()
+        return touched
+
+    def _send(self, changes: dict[str, Any], touched: set[str]) -> None:
+        text = _frame("update", changes) if changes else None
+        depths: dict[str, str] = {}
+        for spectator in list(self.spectators):
+            if text is not None:
+                spectator.put(text)
+            if spectator.watch in touched and spectator.watch is not None:
+                if spectator.watch not in depths:
+                    depths[spectator.watch] = self.depth(spectator.watch)
+                spectator.put(depths[spectator.watch])
+
+    async def spectate(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        spectator = Spectator(websocket)
+        self.joining.add(spectator)  # its snapshot goes out with the next update
+        try:
+            await serve(spectator, self.on_message)
+        finally:
+            self.spectators.discard(spectator)
+            self.joining.discard(spectator)
+
+    # --- one team's own view ---
+
+    def team_view(self, team: TeamInfo) -> dict[str, Any]:
+        view = self.standings.team_view(team.team_id, self.mark, self.delta)
+        return view or {"team": {"team_id": team.team_id, "team_name": team.team_name,
+                                 "role": team.role}, "pending": True}
+
+    async def follow_team(self, websocket: WebSocket, api: Api) -> None:
+        """A team's view, sent again after every leaderboard refresh."""
+        await websocket.accept()
+        team = await self._auth_frame(websocket, api)
+        if team is None:
+            await websocket.close(POLICY, "first frame must be {type: auth, api_key: KEY}")
+            return
+        closed = asyncio.create_task(_until_closed(websocket))
+        try:
+            while not closed.done():
+                await websocket.send_text(_frame("team", self.team_view(team)))
+                refreshed = asyncio.create_task(self.refreshed.wait())
+                await asyncio.wait({refreshed, closed}, return_when=asyncio.FIRST_COMPLETED)
+                refreshed.cancel()
+        except Exception as exc:  # the browser went away mid-send
+            log.debug("team view of %s ended: %r", team.team_id, exc)
+        finally:
+            closed.cancel()
+
+    async def _auth_frame(self, websocket: WebSocket, api: Api) -> TeamInfo | None:
+        try:
+            text = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT_S)
+            body = msgspec.json.decode(text)
+        except Exception:  # timeout, disconnect, not JSON
+            return None
+        key = body.get("api_key") if isinstance(body, dict) else None
+        if not isinstance(key, str) or body.get("type") != "auth":
+            return None
+        me = await api.caller(key)
+        return me if isinstance(me, TeamInfo) else None
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    with contextlib.suppress(Exception):
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+
+def _frame(kind: str, data: Any) -> str:
+    return views.dumps({"type": kind, "data": data}).decode()
+
+
+def _json(body: Any) -> Response:
+    return Response(views.dumps(body), media_type="application/json")
+
+
+def install(app: FastAPI, api: Api) -> Dashboard:
+    """Mount the dashboard on `app`; it starts and stops with the app, after the gateway."""
+    dash = Dashboard(api.gw)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        await dash.start()
+        try:
+            yield
+        finally:
+            await dash.stop()
+
+    router = APIRouter(lifespan=lifespan, tags=["dashboard"])
+
+    @router.get("/dashboard", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @router.get("/dashboard/api/leaderboard", summary="Every team's mark-to-market P&L")
+    async def leaderboard() -> Response:
+        return _json({"leaderboard": dash.leaderboard(), "timestamp": views.now_iso()})
+
+    @router.get("/dashboard/api/team", summary="Your team: holdings, orders, fills, P&L path",
+                openapi_extra={"security": [{"APIKeyHeader": []}]})
+    async def own_team(request: Request) -> Response:
+        me = await api.caller(request.headers.get("x-api-key"))
+        return me if isinstance(me, Response) else _json(dash.team_view(me))
+
+    @router.websocket("/ws/public")
+    async def public(websocket: WebSocket) -> None:
+        await dash.spectate(websocket)
+
+    @router.websocket("/ws/team")
+    async def team(websocket: WebSocket) -> None:
+        await dash.follow_team(websocket, api)
+
+    app.include_router(router)
+    app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
+    return dash

@@ -1,0 +1,242 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright) against a real
+cluster: matcher, simulator, events and a uvicorn gateway, in this process over inproc.
+
+Every page is watched for console errors and uncaught exceptions; screenshots of the main
+views are saved under the test's temp dir (screenshots/).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from common.game_master import rpc_call
+from common.messages import FairValues, FeedSnapshot, SnapshotRequest, UnderlyingTick
+from common.transport import make_socket
+from services.launcher import Cluster
+from tests.conftest import make_config
+from tests.integration.gw import Exchange, Team
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ADMIN = "test-admin-key-0123456789"
+VIEWPORT = {"width": 1440, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
+    config = make_config(
+        tmp_path_factory.mktemp("dash") / "data",
+        gateway={"port": 0, "admin_key": ADMIN, "regime_delay_s": 3.0,
+                 "dashboard_interval_s": 0.1, "leaderboard_interval_s": 0.2},
+        bus={"heartbeat_s": 0.05}, matcher={"fsync": False},
+        simulator={"speed": 20.0, "retail_orders_per_tick": 0.0, "status_log_s": 0.0},
+        events={"news_mean_gap_s": 40.0, "news_min_gap_s": 10.0})
+    with Cluster(config, ["matcher", "simulator", "events", "gateway"]) as cluster:
+        ex = Exchange(cluster)
+        try:
+            yield ex
+        finally:
+            ex.http.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
+
+
+class Watched:
+    """A page whose console errors and uncaught exceptions are collected."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+
+
+@pytest.fixture
+def dash(browser: Browser, exchange: Exchange) -> Iterator[Watched]:
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    watched = Watched(context.new_page())
+    watched.page.goto(exchange.base + "/dashboard")
+    expect(watched.page.locator("#link")).to_have_text("live")
+    yield watched
+    context.close()
+
+
+def admin(exchange: Exchange, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    r = exchange.http.post(path, json=body, headers={"X-Admin-Key": ADMIN})
+    assert r.status_code == 200 and r.json()["success"], r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def money(cents: int) -> str:
+    """As the page shows money: sign, thousands separators, two decimals."""
+    text = f"{abs(cents) / 100:,.2f}"
+    return ("+" if cents > 0 else "-" if cents < 0 else "") + text
+
+
+def sim_marks(exchange: Exchange) -> tuple[dict[str, int], dict[str, int]]:
+    """Fair values and underlying prices straight from the simulator (not via the gateway)."""
+    cluster: Cluster = exchange.cluster
+    sock = make_socket(cluster.ctx, cluster.config, "sim_rpc", bind=False)
+    try:
+        snap = rpc_call(sock, SnapshotRequest(), FeedSnapshot, 5.0)
+    finally:
+        sock.close(linger=0)
+    fair = {iid: ticks for e in snap.events.values() if isinstance(e, FairValues)
+            for iid, ticks, _ in e.values}
+    spots = {e.symbol: e.price for e in snap.events.values() if isinstance(e, UnderlyingTick)}
+    return fair, spots
+
+
+def test_the_page_loads_live_with_no_console_errors(dash: Watched, shots: Path) -> None:
+    page = dash.page
+    expect(page.locator("#phase")).to_have_text("continuous")
+    expect(page.locator("#chart canvas").first).to_be_visible()
+    expect(page.locator("#chain tbody tr")).to_have_count(6)  # SPX + its 5 strikes
+    expect(page.locator("#health .dot.ok", has_text="simulator")).to_be_visible()
+    expect(page.locator("#clock")).to_contain_text("tick")
+    expect(page.locator("#regime-legend")).to_contain_text("after the fact")
+    expect(page.locator("#leaderboard tbody tr[data-team=HOUSE]")).to_be_visible()
+    fair = page.locator("#chain tbody tr").nth(3).locator("td").first
+    expect(fair).not_to_have_text("\u2013")  # fair values arrived (no dash)
+    page.locator("#chain-underlying button", has_text="SPY").click()
+    expect(page.locator("#chain tbody tr").nth(1)).to_contain_text("420")
+    page.screenshot(path=shots / "market.png")
+    assert dash.errors == []
+
+
+def test_leaderboard_lists_the_scripted_teams_with_the_right_pnl(
+        dash: Watched, exchange: Exchange, shots: Path) -> None:
+    alpha = exchange.register("alpha", "market_maker")
+    beta = exchange.register("beta", "hedge_fund")
+    gamma = exchange.register("gamma", "arbitrage")
+    assert alpha.order("sell", 10, 45.00)["success"]
+    assert beta.order("buy", 10)["data"]["filled_quantity"] == 10  # market: 10 @ 45.00
+    assert alpha.order("sell", 5, 441.00, instrument="SPY")["success"]
+    assert gamma.order("buy", 5, 441.00, instrument="SPY")["data"]["filled_quantity"] == 5
+    admin(exchange, "/admin/speed", {"speed": 0})  # the marks stand still from here on
+    try:
+        fair, spots = sim_marks(exchange)
+        call, spy = fair["SPX_4500_CALL"], spots["SPY"]
+        # cash by hand: price x quantity x multiplier, plus fees (+ = rebate): the market
+        # maker earns 2c per contract making, the hedge fund and arbitrage desk pay 2c taking
+        expected = {
+            alpha.team_id: 10 * 4500 * 100 + 10 * 2 + 5 * 44100 + 5 * 2 - 10 * call * 100
+            - 5 * spy,
+            beta.team_id: -10 * 4500 * 100 - 10 * 2 + 10 * call * 100,
+            gamma.team_id: -5 * 44100 - 5 * 2 + 5 * spy}
+        page = dash.page
+        for team_id, cents in expected.items():
+            row = page.locator(f"#leaderboard tbody tr[data-team={team_id}]")
+            expect(row.locator("td.pnl")).to_have_text(money(cents), timeout=10_000)
+        names = page.locator("#leaderboard tbody tr td:nth-child(2)")
+        expect(names.filter(has_text="alpha")).to_contain_text("MM")
+        expect(names.filter(has_text="beta")).to_contain_text("Δ SPX +")  # its delta
+        ranked = sorted(expected, key=lambda t: (-expected[t], t))
+        rows = page.locator("#leaderboard tbody tr:not(.house)")
+        expect(rows).to_have_count(3)
+        assert [rows.nth(i).get_attribute("data-team") for i in range(3)] == ranked
+        page.screenshot(path=shots / "leaderboard.png")
+    finally:
+        admin(exchange, "/admin/speed", {"speed": 20})
+    assert dash.errors == []
+
+
+def test_a_trade_through_the_rest_api_is_on_the_tape_within_a_second(
+        dash: Watched, exchange: Exchange) -> None:
+    seller, buyer = exchange.register("tape-seller"), exchange.register("tape-buyer", "retail")
+    page = dash.page
+    assert seller.order("sell", 7, 12.34, instrument="SPY_430_CALL")["success"]
+    filled = buyer.order("buy", 7, 12.34, instrument="SPY_430_CALL")
+    done = time.monotonic()
+    assert filled["data"]["status"] == "filled"
+    row = page.locator("#tape tbody tr[data-iid=SPY_430_CALL]", has_text="12.34")
+    expect(row.first).to_be_visible(timeout=1_000)
+    assert time.monotonic() - done < 1.0
+    expect(row.first.locator("td").nth(3)).to_have_text("7")
+    page.locator("#instrument").select_option("SPY_430_CALL")  # depth of that instrument
+    expect(page.locator("#depth")).to_contain_text("last 12.34")
+    assert dash.errors == []
+
+
+def test_the_team_view_shows_its_own_orders_fills_and_pnl(
+        dash: Watched, exchange: Exchange, shots: Path) -> None:
+    team = exchange.register("viewer", "market_maker")
+    other = exchange.register("viewer-2", "retail")
+    assert team.order("sell", 3, 21.50, instrument="SPX_4400_CALL")["success"]
+    assert other.order("buy", 2, instrument="SPX_4400_CALL")["success"]  # fills 2 of 3
+    page = dash.page
+    page.locator("nav button[data-tab=team]").click()
+    page.fill("#team-login input[name=key]", "itg_not-a-key")
+    page.click("#team-login button")
+    expect(page.locator("#team-error")).to_have_text("Unknown API key")
+    page.fill("#team-login input[name=key]", team.key)
+    page.click("#team-login button")
+    expect(page.locator("#team-summary")).to_contain_text("viewer")
+    expect(page.locator("#orders tbody tr")).to_have_count(1)
+    expect(page.locator("#orders tbody tr")).to_contain_text("SPX_4400_CALL")
+    expect(page.locator("#fills tbody tr")).to_have_count(1)
+    expect(page.locator("#fills tbody tr")).to_contain_text("21.50")
+    expect(page.locator("#holdings tbody tr", has_text="SPX_4400_CALL")).to_contain_text("-2")
+    expect(page.locator("#pnl-chart canvas").first).to_be_visible()
+    page.screenshot(path=shots / "team.png")
+    assert dash.errors == []
+
+
+def test_the_operators_halt_button_stops_trading_in_that_instrument(
+        dash: Watched, exchange: Exchange, shots: Path) -> None:
+    maker, taker = exchange.register("halt-maker"), exchange.register("halt-taker", "hedge_fund")
+    assert maker.order("sell", 5, 30.00, instrument="SPX_4300_PUT")["success"]
+    page = dash.page
+    page.on("dialog", lambda d: d.accept())
+    page.locator("nav button[data-tab=operator]").click()
+    page.fill("#admin-login input[name=key]", "wrong-key-wrong-key")
+    page.click("#admin-login button")
+    expect(page.locator("#admin-error")).to_have_text("Invalid admin key")
+    page.fill("#admin-login input[name=key]", ADMIN)
+    page.click("#admin-login button")
+    page.locator("#halt-instrument").select_option("SPX_4300_PUT")
+    page.click("#halt-button")
+    expect(page.locator("#halted")).to_have_text("halted: SPX_4300_PUT")
+    expect(page.locator("#halted-list")).to_contain_text("SPX_4300_PUT")
+    refused = taker.order("buy", 1, instrument="SPX_4300_PUT")
+    assert refused["error"]["code"] == "MARKET_CLOSED" and refused["error"]["details"]["halted"]
+    assert taker.order("buy", 1, 1.00, instrument="SPX_4200_PUT")["success"]  # others trade
+    page.screenshot(path=shots / "operator.png")
+    page.click("#resume-button")
+    expect(page.locator("#halted")).to_be_hidden()
+    assert taker.order("buy", 1, instrument="SPX_4300_PUT")["data"]["filled_quantity"] == 1
+    kill = page.locator(f"#admin-teams tr[data-team={maker.team_id}] button")
+    kill.click()  # the kill switch: every resting order of that team is cancelled
+    expect(page.locator("#admin-log li").first).to_contain_text(f"kill switch {maker.team_id}")
+    assert maker.open_orders() == []
+    assert [e for e in dash.errors if "401" not in e] == []  # the wrong key's answer only
+    assert len(dash.errors) <= 1
+
+
+def test_the_spectator_stream_is_public_and_the_team_stream_needs_a_key(
+        exchange: Exchange) -> None:
+    board = httpx.get(exchange.base + "/dashboard/api/leaderboard", timeout=5).json()
+    assert {"cash", "holdings"}.isdisjoint(board["leaderboard"][0])
+    assert exchange.http.get("/dashboard/api/team").status_code == 401
+    team: Team = exchange.register("api-reader")
+    r = exchange.http.get("/dashboard/api/team", headers=team.headers)
+    assert r.status_code == 200 and r.json()["team"]["team_id"] == team.team_id
