@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/itg up
+	$(BIN)/itg up --demo-bots
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/matcher_core.py --quick
 	$(BIN)/python bench/matcher_service.py --quick
 	$(BIN)/python bench/gateway.py --quick
+	$(BIN)/python bench/load.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

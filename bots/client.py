@@ -1,0 +1,319 @@
+"""Synchronous client for the bot API: REST calls (httpx) and the WebSocket stream (a thread).
+
+    client = Client("http://127.0.0.1:8000")
+    team = client.register("my-team", "market_maker")     # keeps the API key
+    reply = client.place("SPX_4500_CALL", "buy", 5, 101.25)
+    if not reply.ok: print(reply.code, reply.error.details)
+    with client.stream() as stream:
+        for msg in stream.messages(timeout=1.0): ...
+
+Orders: a `client_order_id` is generated when none is given; a failed attempt (connection
+lost, timeout, PROCESSING_TIMEOUT, SERVICE_UNAVAILABLE, 5xx) is resent with the same id, so
+an order is never placed twice. The team's order rate is kept under its limit, and a
+RATE_LIMIT_EXCEEDED is waited out and resent. The asyncio twin is `bots.aclient.AsyncClient`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from bots.api import (
+    RATE_LIMITED,
+    RETRYABLE_CODES,
+    ROLE_LIMITS,
+    UNKNOWN_OUTCOME,
+    UNREACHABLE,
+    ApiError,
+    OpenOrder,
+    OrderBook,
+    OrderIds,
+    OrderReply,
+    RateGate,
+    Retry,
+    SeqTracker,
+    Team,
+    WsMessage,
+    convert,
+    decode_ws,
+    envelope_error,
+    http_error,
+    order_body,
+    order_reply,
+    retry_hint,
+    ws_url,
+)
+
+log = logging.getLogger(__name__)
+
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+MAYBE_SENT = (httpx.TransportError,)  # read/write errors and timeouts after the request left
+
+
+class Client:
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, *,
+                 role: str | None = None, timeout: float = 10.0, retry: Retry | None = None,
+                 id_prefix: str | None = None, http: httpx.Client | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.team: Team | None = None
+        self.retry = retry or Retry()
+        self.ids = OrderIds(id_prefix)
+        limits = ROLE_LIMITS.get(role or "")
+        self.gate = RateGate(limits.orders_per_s if limits else None)
+        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.counters = {"retries": 0, "rate_limited": 0, "unknown_outcomes": 0}
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- transport ---
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None,
+              auth: bool = True) -> dict[str, Any]:
+        """One HTTP exchange; raises ApiError for HTTP errors, httpx errors for transport."""
+        headers = {"X-API-Key": self.api_key} if auth and self.api_key else None
+        r = self.http.request(method, self.base_url + path, json=body, headers=headers)
+        try:
+            parsed = r.json()
+        except ValueError:
+            parsed = r.text
+        if r.status_code != 200 or not isinstance(parsed, dict):
+            raise http_error(r.status_code, parsed)
+        return parsed
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+              auth: bool = True, resend: bool = True) -> tuple[dict[str, Any] | None, int,
+                                                              ApiError | None]:
+        """Send with retries: (envelope, attempts, None) or (None, attempts, why it failed).
+
+        `resend` False: only a request that surely never left is sent again."""
+        started, attempt = time.monotonic(), 0
+        while True:
+            attempt += 1
+            hint = None
+            try:
+                answer = self._send(method, path, body, auth)
+                error = envelope_error(answer)
+                if error is None or error.code not in RETRYABLE_CODES | {RATE_LIMITED}:
+                    return answer, attempt, None
+                if error.code == RATE_LIMITED:
+                    self.gate.learn(error)
+                    self.counters["rate_limited"] += 1
+                    if not self.retry.on_rate_limit:
+                        return answer, attempt, None
+                    hint = retry_hint(error)
+                last = error
+            except ApiError as exc:
+                if exc.status < 500 and exc.status != 429:
+                    raise
+                last = exc
+            except NOT_SENT as exc:
+                last = ApiError(UNREACHABLE, repr(exc))
+            except MAYBE_SENT as exc:
+                if not resend:
+                    raise ApiError(UNKNOWN_OUTCOME, repr(exc)) from exc
+                last = ApiError(UNKNOWN_OUTCOME, repr(exc))
+            wait = self.retry.delay(attempt, started, time.monotonic(), hint)
+            if wait < 0:
+                return None, attempt, last
+            self.counters["retries"] += 1
+            time.sleep(wait)
+
+    def _data(self, method: str, path: str) -> Any:
+        answer, _, failure = self._call(method, path)
+        if answer is None:
+            assert failure is not None
+            raise failure
+        if (error := envelope_error(answer)) is not None:
+            raise error
+        return answer.get("data")
+
+    # --- the API ---
+
+    def register(self, team_name: str, role: str) -> Team:
+        """Register a team and keep its API key (shown once: store it if you need it later)."""
+        answer, _, failure = self._call("POST", "/game/teams/register",
+                                        {"team_name": team_name, "role": role}, auth=False,
+                                        resend=False)
+        if answer is None:
+            assert failure is not None
+            raise failure
+        if (error := envelope_error(answer)) is not None:
+            raise error
+        self.team = convert(answer["data"], Team)
+        self.api_key = self.team.api_key
+        limits = ROLE_LIMITS.get(role)
+        if limits is not None and self.gate.limit is None:
+            self.gate.limit = limits.orders_per_s
+        return self.team
+
+    def team_info(self, team_id: str) -> Team:
+        return convert(self._data("GET", f"/game/teams/{team_id}"), Team)  # type: ignore[no-any-return]
+
+    def place(self, instrument_id: str, side: str, quantity: int, price: float | None = None,
+              order_type: str | None = None, client_order_id: str | None = None) -> OrderReply:
+        """A new order (limit when a price is given, else market). Never raises for a refusal:
+        look at `reply.ok` and `reply.error` (code, message, details)."""
+        coid = client_order_id or self.ids.next()
+        body = order_body(instrument_id, side, quantity, price, order_type, coid)
+        self._wait_gate()
+        try:
+            answer, attempts, failure = self._call("POST", "/exchange/orders", body)
+        except ApiError as exc:  # 401, 422: this request can never succeed
+            return OrderReply(ok=False, client_order_id=coid, error=exc)
+        if answer is None:
+            assert failure is not None
+            self.counters["unknown_outcomes"] += failure.code == UNKNOWN_OUTCOME
+            return OrderReply(ok=False, client_order_id=coid, error=failure, attempts=attempts)
+        return order_reply(answer, coid, attempts)
+
+    def cancel(self, order_id: str) -> OrderReply:
+        answer, attempts, failure = self._call("DELETE", f"/exchange/orders/{order_id}")
+        if answer is None:
+            return OrderReply(ok=False, order_id=order_id, error=failure, attempts=attempts)
+        reply = order_reply(answer, None, attempts)
+        reply.order_id = reply.order_id or order_id
+        return reply
+
+    def open_orders(self) -> list[OpenOrder]:
+        return convert(self._data("GET", "/exchange/orders")["orders"], list[OpenOrder])  # type: ignore[no-any-return]
+
+    def positions(self) -> dict[str, int]:
+        return dict(self._data("GET", "/positions")["positions"])
+
+    def order_book(self, instrument_id: str) -> OrderBook:
+        return convert(self._data("GET", f"/exchange/orderbook/{instrument_id}"), OrderBook)  # type: ignore[no-any-return]
+
+    def health(self) -> dict[str, Any]:
+        return self._send("GET", "/", auth=False)
+
+    def cancel_all(self) -> int:
+        """Cancel every resting order of the team; returns how many were cancelled."""
+        return sum(self.cancel(o.order_id).ok for o in self.open_orders())
+
+    def stream(self, **kw: Any) -> Stream:
+        if not self.api_key:
+            raise ApiError("UNAUTHORIZED", "register or pass api_key first")
+        return Stream(ws_url(self.base_url, self.api_key), **kw)
+
+    def _wait_gate(self) -> None:
+        while (wait := self.gate.delay(time.monotonic())) > 0:
+            self.gate.waited_s += wait
+            time.sleep(wait)
+        self.gate.take(time.monotonic())
+
+
+class Stream:
+    """The team's WebSocket on a background thread, kept connected and in order.
+
+    Messages arrive in `seq` order, each once. A lost connection is reopened (backoff up to
+    `max_backoff_s`) with `since=<last seq>`, so our gateway replays what was missed; when it
+    cannot (or the server does not resume), the next message is a fresh `position_snapshot`:
+    rebuild your state from it, and re-read your open orders over REST. A gap in `seq` makes
+    the stream reconnect to have the missing messages replayed."""
+
+    def __init__(self, url: str, *, since: int = 0, max_backoff_s: float = 2.0,
+                 max_queue: int = 100_000) -> None:
+        self.url = url
+        self.max_backoff_s = max_backoff_s
+        self.tracker = SeqTracker(since)
+        self.queue: queue.Queue[WsMessage] = queue.Queue(max_queue)
+        self.connected = threading.Event()
+        self.reconnects = 0
+        self._closing = threading.Event()
+        self._conn: ClientConnection | None = None
+        self._thread = threading.Thread(target=self._run, name="itg-bot-ws", daemon=True)
+        self._thread.start()
+
+    def get(self, timeout: float | None = None) -> WsMessage | None:
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def messages(self, timeout: float = 0.0) -> Iterator[WsMessage]:
+        """What has arrived, waiting up to `timeout` for the first one."""
+        msg = self.get(timeout) if timeout > 0 else self.get_nowait()
+        while msg is not None:
+            yield msg
+            msg = self.get_nowait()
+
+    def get_nowait(self) -> WsMessage | None:
+        try:
+            return self.queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def close(self) -> None:
+        self._closing.set()
+        conn = self._conn
+        if conn is not None:
+            conn.close()
+        self._thread.join(5)
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        backoff, gaps_in_a_row = 0.05, 0
+        while not self._closing.is_set():
+            if gaps_in_a_row >= 3:  # the server cannot fill the gap: start over, fresh
+                self.tracker.last, gaps_in_a_row = 0, 0
+            try:
+                with connect(self.url + self.tracker.query(), max_size=None,
+                             open_timeout=5, close_timeout=1) as conn:
+                    self._conn, backoff = conn, 0.05
+                    self.tracker.connected()
+                    self.connected.set()
+                    gaps_in_a_row = gaps_in_a_row + 1 if self._read(conn) else 0
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+                if isinstance(exc, InvalidStatus) and exc.response.status_code == 401:
+                    log.error("WebSocket refused: invalid API key")
+                    return
+                log.debug("WebSocket %s: %r", self.url.split("?")[0], exc)
+            finally:
+                self._conn = None
+                self.connected.clear()
+            if self._closing.wait(backoff):
+                return
+            self.reconnects += 1
+            backoff = min(self.max_backoff_s, backoff * 2)
+
+    def _read(self, conn: ClientConnection) -> bool:
+        """Deliver messages until the connection ends; True if it ended on a seq gap."""
+        for raw in conn:
+            msg = decode_ws(raw)
+            if msg is None:
+                continue
+            verdict = self.tracker.accept(msg)
+            if verdict == "gap":
+                log.warning("WebSocket seq gap after %d (got %d); resyncing",
+                            self.tracker.last, msg.seq)
+                return True
+            if verdict != "dup":
+                self.queue.put(msg)
+        return False

@@ -1,0 +1,156 @@
+"""The client library's rules without a server: sequence tracking, the rate gate, retries
+(through httpx's MockTransport, so requests and answers are real HTTP objects)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from bots.api import (
+    UNKNOWN_OUTCOME,
+    ApiError,
+    OrderIds,
+    RateGate,
+    Retry,
+    SeqTracker,
+    WsMessage,
+    order_body,
+    order_reply,
+    ws_url,
+)
+from bots.client import Client
+
+FAST = Retry(base_s=0.001, max_s=0.002)
+
+
+def msg(seq: int, kind: str = "market_data") -> WsMessage:
+    return WsMessage(seq=seq, type=kind)
+
+
+def test_seq_tracker_in_order_duplicates_and_gaps() -> None:
+    t = SeqTracker()
+    assert t.query() == ""
+    assert t.accept(msg(1, "position_snapshot")) == "reset"
+    assert [t.accept(msg(s)) for s in (2, 3, 3, 2)] == ["ok", "ok", "dup", "dup"]
+    assert t.accept(msg(5)) == "gap" and t.last == 3  # 4 is missing: ask again from 3
+    assert t.query() == "&since=3"
+    assert t.counters == {"gaps": 1, "duplicates": 2, "resets": 0, "resumes": 0}
+
+
+def test_seq_tracker_across_reconnections() -> None:
+    t = SeqTracker(since=10)
+    t.connected()
+    assert t.accept(msg(11)) == "ok" and t.counters["resumes"] == 1  # replayed: seamless
+    t.connected()
+    assert t.accept(msg(12, "position_snapshot")) == "reset"  # could not resume: rebuild
+    t.connected()
+    assert t.accept(msg(1, "position_snapshot")) == "reset" and t.last == 1  # no resume at all
+    t.connected()
+    assert t.accept(msg(7)) == "gap"  # neither a continuation nor a fresh start
+
+
+def test_rate_gate_keeps_a_sliding_second_and_learns_the_limit() -> None:
+    gate = RateGate(None, margin_s=0.0)
+    assert gate.delay(0.0) == 0.0  # unknown limit: no waiting
+    gate.learn(ApiError("RATE_LIMIT_EXCEEDED", details={"limit": 2, "window_s": 1}))
+    gate.learn(ApiError("INVALID_PRICE", details={"limit": 1}))  # not a rate answer
+    assert gate.limit == 2
+    gate.take(0.0)
+    gate.take(0.4)
+    assert gate.delay(0.5) == pytest.approx(0.5)
+    assert gate.delay(1.0) == 0.0  # the first one has left the window
+    gate.take(1.0)
+    assert gate.delay(1.2) == pytest.approx(0.2)
+
+
+def test_retry_gives_up_on_attempts_or_time() -> None:
+    r = Retry(attempts=3, total_s=1.0, base_s=0.1, max_s=0.3)
+    assert [r.delay(a, 0.0, 0.0) for a in (1, 2, 3)] == [0.1, 0.2, -1.0]
+    assert r.delay(1, 0.0, 0.95) == -1.0  # would end past total_s
+    assert r.delay(1, 0.0, 0.0, hint=0.25) == 0.25
+
+
+def test_ids_bodies_and_replies() -> None:
+    ids = OrderIds()
+    a, b = ids.next(), ids.next()
+    assert a != b and a.startswith(ids.prefix) and len(a) <= 64
+    assert OrderIds().prefix != ids.prefix
+    body = order_body("SPY", "buy", 3, 440.1 + 0.2, None, "x-1")
+    assert body == {"instrument_id": "SPY", "side": "buy", "quantity": 3, "price": 440.3,
+                    "client_order_id": "x-1"}
+    original = {"success": True, "request_id": "r", "order_id": "ORD_1", "data": None,
+                "error": None, "timestamp": "t"}  # the original server's answer: no data
+    reply = order_reply(original, "x-1", 1)
+    assert reply.ok and reply.order_id == "ORD_1" and reply.client_order_id == "x-1"
+    refused = {"success": False, "order_id": None, "data": None,
+               "error": {"code": "MM_POS_LIMIT", "message": "Position exceeds", "details": {}}}
+    assert order_reply(refused, "x-2", 1).code == "MM_POS_LIMIT"
+    assert ws_url("https://h:1/", "k") == "wss://h:1/ws?api_key=k"
+
+
+def envelope(**kw: Any) -> dict[str, Any]:
+    return {"success": True, "request_id": "r", "order_id": None, "data": None, "error": None,
+            "timestamp": "t", **kw}
+
+
+def failure(code: str, **details: Any) -> dict[str, Any]:
+    return envelope(success=False, error={"code": code, "message": code, "details": details})
+
+
+def client(answers: list[Callable[[httpx.Request], httpx.Response]],
+           seen: list[dict[str, Any]]) -> Client:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content or b"null"))
+        return answers.pop(0)(request)
+    http = httpx.Client(transport=httpx.MockTransport(handle))
+    return Client("http://exchange", "itg_key", retry=FAST, http=http)
+
+
+def reply(body: dict[str, Any], status: int = 200) -> Callable[[httpx.Request], httpx.Response]:
+    return lambda request: httpx.Response(status, json=body)
+
+
+def lost(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("no answer", request=request)
+
+
+def refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("refused", request=request)
+
+
+def test_an_order_is_resent_only_with_the_same_client_order_id() -> None:
+    seen: list[dict[str, Any]] = []
+    c = client([refused, lost, reply(failure("PROCESSING_TIMEOUT")), reply(envelope(
+        order_id="ORD_9", data={"status": "new", "filled_quantity": 0}))], seen)
+    r = c.place("SPX_4500_CALL", "buy", 1, 1.0)
+    assert r.ok and r.order_id == "ORD_9" and r.attempts == 4
+    assert len({s["client_order_id"] for s in seen}) == 1 == len({json.dumps(s) for s in seen})
+
+
+def test_rate_limit_is_waited_out_and_refusals_are_final() -> None:
+    seen: list[dict[str, Any]] = []
+    c = client([reply(failure("RATE_LIMIT_EXCEEDED", limit=5, retry_after_s=0.0)),
+                reply(envelope(order_id="ORD_1")), reply(failure("MM_POS_LIMIT", limit=50)),
+                reply({"detail": [{"loc": ["body", "quantity"]}]}, 422)], seen)
+    assert c.place("SPY", "sell", 1, 440.0).ok and c.gate.limit == 5
+    assert c.counters["rate_limited"] == 1
+    limit = c.place("SPY", "sell", 1, 440.0)
+    assert limit.code == "MM_POS_LIMIT" and limit.error and limit.error.details["limit"] == 50
+    assert c.place("SPY", "sell", 1, 440.0).code == "VALIDATION_ERROR"
+    assert len(seen) == 4  # neither refusal was sent twice
+
+
+def test_gives_up_with_an_unknown_outcome_and_never_resends_a_registration() -> None:
+    seen: list[dict[str, Any]] = []
+    c = client([lost] * 3, seen)
+    c.retry = Retry(attempts=2, base_s=0.001)
+    r = c.place("SPY", "buy", 1, 1.0)
+    assert r.code == UNKNOWN_OUTCOME and r.attempts == 2
+    assert c.counters["unknown_outcomes"] == 1
+    with pytest.raises(ApiError) as err:
+        c.register("team", "hedge_fund")
+    assert err.value.code == UNKNOWN_OUTCOME and len(seen) == 3
