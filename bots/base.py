@@ -231,16 +231,18 @@ class Bot:
         self.stats["resyncs"] += 1
 
     def shutdown(self) -> None:
-        """Cancel every resting order, then read the stream until it is quiet: nothing of ours
-        can trade any more, and the positions here are final."""
+        """Cancel every resting order, then read the stream until each of them has its final
+        event (filled or cancelled) and the stream is quiet: nothing of ours can trade any
+        more, and the positions here are final. A quiet period alone is not enough under load:
+        a fill can arrive later than any fixed pause."""
         try:
             self.client.cancel_all()
         except Exception as exc:
             log.warning("%s: could not cancel its orders on the way out: %r", self.name, exc)
         if self.stream is None:
             return
-        quiet_until, give_up = time.monotonic() + 0.3, time.monotonic() + 5.0
-        while time.monotonic() < min(quiet_until, give_up):
+        quiet_until, give_up = time.monotonic() + 0.3, time.monotonic() + 10.0
+        while time.monotonic() < give_up and (self.inv.orders or time.monotonic() < quiet_until):
             for msg in self.stream.messages(timeout=0.05):
                 self.handle(msg)
                 if msg.type in ("execution_report", "cancel_ack"):
