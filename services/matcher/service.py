@@ -48,7 +48,9 @@ from services.matcher.state import decode_state, restore, snapshot_bytes
 log = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_STATE_QUERIES = (AccountQuery, TeamQuery, SnapshotRequest)
+# Replays too: a replay answered at once would show less than an account answered after the
+# batch in flight is published (a fresh WebSocket then counted one fill twice).
+_STATE_QUERIES = (AccountQuery, TeamQuery, SnapshotRequest, ReplayRequest)
 
 
 class _Batch(NamedTuple):
