@@ -59,6 +59,9 @@ Out = tuple[bytes, Event]
 CANCEL_FAILED = "Cancel failed: Order not found"  # one text for every case: existence never leaks
 # %-formatting is the cheapest way to the exact ids ("ORD_00000042"); one or more per order.
 ORDER_ID, TRADE_ID = "ORD_%08d", "TRD_%08d"
+# Retries are answered for the last COID_WINDOW client order ids of each team: enough for any
+# retry, and it keeps the matcher's memory (and its snapshots) bounded over a long game.
+COID_WINDOW = 10_000
 
 
 class _Topics(dict[str, bytes]):
@@ -230,7 +233,10 @@ class Engine:
         self._records.append(order_record(order, result.status, self._record_seq(), ts))
         response = self._respond(cmd, ok=True, order_id=order.order_id, result=result)
         if order.client_order_id is not None:
-            self.coids.setdefault(team_id, {})[order.client_order_id] = response
+            answers = self.coids.setdefault(team_id, {})
+            answers[order.client_order_id] = response
+            if len(answers) > COID_WINDOW:  # insertion order: the oldest id goes
+                del answers[next(iter(answers))]
 
     def _trade(
         self, taker: Order, maker: Order, quantity: int, price: int, taker_liquidity: str

@@ -17,6 +17,7 @@ from common.messages import (
     SetPhase,
     TradePrint,
 )
+from services.matcher import engine
 from services.matcher.state import state_hash
 from tests.conftest import Harness, events
 
@@ -252,3 +253,16 @@ def test_new_order_fields_are_echoed_in_the_ack(harness: Harness) -> None:
     (ack,) = events(out, OrderAck)
     assert (ack.instrument_id, ack.quantity, ack.price, ack.client_order_id) == (
         "SPY", 7, 44000, "c-1")
+
+
+def test_retry_answers_are_kept_for_a_bounded_window_of_ids(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "COID_WINDOW", 3)
+    mm = harness.team("mm")
+    for i in range(5):
+        harness.ts += 1_000_000_000  # stay under the rate limit
+        assert response(harness.order(mm, "buy", 1, 1.00 + i / 100, client_order_id=f"c{i}")).ok
+    assert list(harness.engine.coids[mm]) == ["c2", "c3", "c4"]
+    again = response(harness.order(mm, "buy", 1, 1.04, client_order_id="c4"))
+    assert again.order_id == harness.engine.coids[mm]["c4"].order_id
