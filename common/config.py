@@ -129,7 +129,7 @@ class MatcherConfig(_Section, frozen=True, kw_only=True):
     snapshot_interval_s: float = 30.0
     max_batch: int = 1000  # commands per journal group commit
     fsync: bool = True  # False only for throwaway benchmarks: acks then survive no power cut
-    replay_ring: int = 100_000  # events kept per private topic for replay
+    replay_ring: int = 10_000  # events kept per team topic for replay (minutes of trading)
     md_replay_ring: int = 5_000  # events kept per public topic
     book_depth: int = 5
     snapshots_kept: int = 2
