@@ -61,7 +61,7 @@ CANCEL_FAILED = "Cancel failed: Order not found"  # one text for every case: exi
 ORDER_ID, TRADE_ID = "ORD_%08d", "TRD_%08d"
 # Retries are answered for the last COID_WINDOW client order ids of each team: enough for any
 # retry, and it keeps the matcher's memory (and its snapshots) bounded over a long game.
-COID_WINDOW = 10_000
+COID_WINDOW = 1_000
 
 
 class _Topics(dict[str, bytes]):
