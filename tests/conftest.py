@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,14 @@ def pg_url() -> Iterator[str]:
     with admin.begin() as conn:
         conn.execute(DropSchema(name, cascade=True))
     admin.dispose()
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+    """Poll `condition` until it holds; fail the test (naming `what`) at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+        time.sleep(0.01)
 
 
 def make_config(data_dir: Path, **overrides: Any) -> Config:

@@ -123,9 +123,3 @@ class Stream:
     def close(self) -> None:
         self.conn.close()
 
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)

@@ -11,8 +11,8 @@ import pytest
 from websockets.sync.client import connect
 
 from services.launcher import Cluster
-from tests.conftest import make_config
-from tests.integration.gw import Exchange, running, wait_for
+from tests.conftest import make_config, wait_for
+from tests.integration.gw import Exchange, running
 
 ADMIN = "admin-key-for-the-tests-0001"
 HEADERS = {"X-Admin-Key": ADMIN}

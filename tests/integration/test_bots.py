@@ -31,8 +31,7 @@ from common.transport import address
 from services import cli
 from services.gateway.service import GatewayService
 from services.launcher import Cluster
-from tests.conftest import make_config
-from tests.integration.gw import wait_for
+from tests.conftest import make_config, wait_for
 
 
 def free_port() -> int:

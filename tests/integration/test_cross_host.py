@@ -18,13 +18,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.conftest import wait_for
 
 SERVICES = ("dbwriter", "matcher", "events", "simulator", "gateway")  # start order
 PORT = 8000
@@ -139,12 +140,6 @@ def network() -> Iterator[Network]:
     finally:
         net.close()
 
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def start_services(net: Network, root: Path) -> dict[str, subprocess.Popen[bytes]]:

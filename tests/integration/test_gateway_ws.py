@@ -17,7 +17,8 @@ from websockets.sync.client import connect
 from common.bus_client import MatcherClient
 from common.messages import NewOrder
 from common.transport import make_socket
-from tests.integration.gw import CALL, Exchange, Stream, running, wait_for
+from tests.conftest import wait_for
+from tests.integration.gw import CALL, Exchange, Stream, running
 
 PRIVATE = {"new_order_ack", "new_order_reject", "execution_report", "cancel_ack",
            "cancel_reject"}

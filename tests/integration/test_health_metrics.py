@@ -20,8 +20,8 @@ from common import topics
 from common.messages import Heartbeat, encode
 from common.transport import make_socket, send_frame
 from services.launcher import Cluster
-from tests.conftest import make_config
-from tests.integration.gw import Exchange, wait_for
+from tests.conftest import make_config, wait_for
+from tests.integration.gw import Exchange
 
 _SAMPLE = re.compile(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$')
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
@@ -34,7 +33,7 @@ from common.messages import (
 from common.transport import make_socket, recv_frames
 from services.launcher import Cluster
 from services.matcher.service import MatcherService
-from tests.conftest import make_config
+from tests.conftest import make_config, wait_for
 
 
 @pytest.fixture
@@ -55,12 +54,6 @@ def client(cluster: Cluster, config: Config) -> Iterator[MatcherClient]:
     yield c
     c.close()
 
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def register(client: MatcherClient, name: str, role: str = "market_maker") -> str:

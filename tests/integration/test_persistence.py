@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from services.dbwriter.store import Store
 from services.launcher import Cluster
 from services.matcher.engine import Engine
 from services.matcher.journal import read_journal
-from tests.conftest import make_config
+from tests.conftest import make_config, wait_for
 
 FAST: dict[str, Any] = {
     "maker_fee_cents": 1, "taker_fee_cents": -2, "position_limit": 10**6,
@@ -35,12 +35,6 @@ FAST: dict[str, Any] = {
 }
 INSTRUMENTS = ("SPX_4500_CALL", "SPX_4400_PUT", "SPY")
 
-
-def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
-        time.sleep(0.05)
 
 
 def random_order(rng: random.Random, teams: list[str]) -> NewOrder:
@@ -118,7 +112,9 @@ def test_trades_land_once_and_positions_rebuild_from_the_db(tmp_path: Path, db_u
         rng = random.Random(3)
         assert send_orders(client, [random_order(rng, teams) for _ in range(1500)]) > 1000
         matcher: Any = cluster.services["matcher"]
-        time.sleep(0.4)  # let at least one position snapshot fall after the last trade
+        records, teams_total = matcher.engine.counters["record"], len(matcher.engine.accounts)
+        wait_for(lambda: matcher.engine.counters["record"] >= records + teams_total,
+                 what="a position snapshot after the last trade")
         wait_for(lambda: matcher.outbox.pending_records == 0 and not matcher._waiting,
                  what="every record acknowledged")
         live = {t: client.call(AccountQuery(team_id=t), AccountReply) for t in teams}

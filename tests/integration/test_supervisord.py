@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from common.messages import (
 from services.matcher.engine import Engine
 from services.matcher.journal import read_journal
 from services.supervisor import Proc, Supervisor
+from tests.conftest import wait_for
 
 ITG = str(Path(sys.executable).parent / "itg")
 CONFIG = """
@@ -71,12 +72,6 @@ RETRY = ("PROCESSING_TIMEOUT", "SERVICE_UNAVAILABLE")
 KILL_ORDER = ("dbwriter:dbwriter_0", "dbwriter:dbwriter_1", "matcher", "events", "simulator",
               "gateway")
 
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def free_port() -> int:
