@@ -9,6 +9,8 @@ writers queue on busy_timeout instead of failing a lock upgrade; reads use a def
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -33,11 +35,26 @@ def _sqlite_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
     cursor = dbapi_conn.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        _enter_wal(cursor)
+        cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+def _enter_wal(cursor: Any) -> None:
+    """Switch to WAL. Two writers opening a new file at once can get "database is locked"
+    here without SQLite calling the busy handler (the mode change needs the file alone), so
+    the switch is retried until the busy timeout."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_begin(conn: Connection) -> None:
