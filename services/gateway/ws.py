@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from bisect import bisect_right
+from array import array
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import msgspec
@@ -40,6 +41,67 @@ def item(kind: str, data: Any, private_seq: int = -1, timestamp: str = "") -> It
     return Item(kind, views.dumps(data).decode(), timestamp or views.now_iso(), private_seq)
 
 
+class Marks:
+    """(seq, private seq) of the last `size` private messages sent, oldest first.
+
+    A ring of two int64 arrays: 16 bytes per entry and no Python object per entry, allocated
+    as it fills and never more than `size` entries, so a session's memory stops growing once
+    its window is full (a list of tuples cost ~150 bytes per entry, and the memory of
+    trimmed entries stayed with the process)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seqs = array("q")
+        self._privates = array("q")
+        self._start = 0  # physical index of the oldest entry; 0 until the ring is full
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        n = len(self._seqs)
+        for i in range(n):
+            j = (self._start + i) % n
+            yield self._seqs[j], self._privates[j]
+
+    def append(self, seq: int, private_seq: int) -> None:
+        if len(self._seqs) < self.size:
+            self._seqs.append(seq)
+            self._privates.append(private_seq)
+        else:  # full: overwrite the oldest
+            start = self._start
+            self._seqs[start], self._privates[start] = seq, private_seq
+            self._start = (start + 1) % self.size
+
+    def oldest_seq(self) -> int | None:
+        return self._seqs[self._start] if self._seqs else None
+
+    def upto(self, seq: int) -> int:
+        """How many entries have a seq <= `seq` (seqs only increase)."""
+        seqs, start, n = self._seqs, self._start, len(self._seqs)
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if seqs[(start + mid) % n] <= seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def private_at(self, i: int) -> int:
+        """The private seq of the i-th oldest entry."""
+        return self._privates[(self._start + i) % len(self._seqs)]
+
+    def truncate(self, keep: int) -> None:
+        """Keep only the `keep` oldest entries."""
+        if keep >= len(self._seqs):
+            return
+        start = self._start
+        self._seqs = (self._seqs[start:] + self._seqs[:start])[:keep]
+        self._privates = (self._privates[start:] + self._privates[:start])[:keep]
+        self._start = 0
+
+
 class Session:
     """A team's numbering on this gateway; outlives its connection for `?since=N` resumes."""
 
@@ -48,27 +110,25 @@ class Session:
         self.window = window
         self.next_seq = 1
         self.cursor = 0  # last private seq queued to the client
-        self.marks: list[tuple[int, int]] = []  # (seq, private seq) of private messages sent
+        self.marks = Marks(window)  # (seq, private seq) of the last `window` private messages
         self.left_at: float | None = None
 
     def mark(self, seq: int, private_seq: int) -> None:
-        marks = self.marks
-        marks.append((seq, private_seq))
-        if len(marks) > 2 * self.window:
-            del marks[: len(marks) - self.window]
+        self.marks.append(seq, private_seq)
 
     def resolve(self, since: int) -> int | None:
         """The private seq the client had reached when it had seen `seq` N; None if unknown."""
-        if since >= self.next_seq or not self.marks or since < self.marks[0][0]:
+        oldest = self.marks.oldest_seq()
+        if since >= self.next_seq or oldest is None or since < oldest:
             return None
-        return self.marks[bisect_right(self.marks, (since, 1 << 62)) - 1][1]
+        return self.marks.private_at(self.marks.upto(since) - 1)
 
     def rewind(self, since: int, private_seq: int) -> None:
-        del self.marks[bisect_right(self.marks, (since, 1 << 62)):]
+        self.marks.truncate(self.marks.upto(since))
         self.next_seq, self.cursor = since + 1, private_seq
 
     def restart(self, first_seq: int) -> None:
-        self.next_seq, self.marks = first_seq, []
+        self.next_seq, self.marks = first_seq, Marks(self.window)
 
 
 class Connection:

@@ -79,6 +79,39 @@ def test_since_that_cannot_be_resolved_continues_with_a_snapshot(exchange: Excha
     stream.close()
 
 
+def test_resume_window_holds_exactly_session_window_messages(tmp_path: Path) -> None:
+    """The per-message memory of a session is bounded by `session_window` (the soak's gateway
+    grew with every private message sent until twice the window), and resumes stay exact
+    inside the window and fall back to a snapshot beyond it."""
+    window = 3  # 3 x window orders stay under the market maker's 10 orders/s
+    with running(tmp_path / "data", gateway={"session_window": window}) as ex:
+        team = ex.register("window")
+        stream = team.ws()
+        assert stream.next()["type"] == "position_snapshot"
+        oids = [team.order("buy", 1, 1.00 + i / 100, instrument="SPY_460_PUT")["order_id"]
+                for i in range(3 * window)]
+        got = drain(stream, len(oids))
+        assert private(got) == [("new_order_ack", oid) for oid in oids]
+        acks = [m["seq"] for m in got if m["type"] == "new_order_ack"]
+        session = ex.gateway.gateway.hub.sessions[team.team_id]
+        assert len(session.marks) == window  # 1 + 9 private messages sent, 3 remembered
+        stream.close()
+
+        resumed = team.ws(since=acks[-3])  # inside the window: the last two acks again
+        again = drain(resumed, 2)
+        assert again[0]["seq"] == acks[-3] + 1
+        assert private(again) == [("new_order_ack", oid) for oid in oids[-2:]]
+        resumed.close()
+        assert ex.gateway.gateway.hub.counters["resumes"] == 1
+        assert len(session.marks) == window
+
+        old = team.ws(since=acks[0])  # older than the window: a fresh snapshot instead
+        first = old.next()
+        assert (first["seq"], first["type"]) == (acks[0] + 1, "position_snapshot")
+        old.close()
+        assert ex.gateway.gateway.hub.counters["resume_fallbacks"] == 1
+
+
 def test_a_new_connection_replaces_the_old_one(exchange: Exchange) -> None:
     team = exchange.register("twice")
     old = team.ws()

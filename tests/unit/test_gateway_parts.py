@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from decimal import Decimal
 
 import pytest
@@ -29,7 +30,7 @@ TEAM = TeamInfo(team_id="TEAM_001", team_name="a", role="market_maker", created_
 
 
 def test_session_maps_a_seen_seq_to_the_private_stream_position() -> None:
-    s = Session(TEAM, window=3)
+    s = Session(TEAM, window=4)
     s.mark(1, 0)  # position_snapshot including nothing
     s.next_seq = 2
     for seq, private in ((2, 1), (4, 2), (5, 3)):  # seq 3 was public
@@ -38,12 +39,59 @@ def test_session_maps_a_seen_seq_to_the_private_stream_position() -> None:
     assert [s.resolve(n) for n in (1, 2, 3, 4, 5)] == [0, 1, 1, 2, 3]
     assert s.resolve(6) is None  # never sent
     s.rewind(3, 1)
-    assert (s.next_seq, s.cursor, s.marks) == (4, 1, [(1, 0), (2, 1)])
+    assert (s.next_seq, s.cursor, list(s.marks)) == (4, 1, [(1, 0), (2, 1)])
     for seq in range(4, 12):
         s.mark(seq, seq)
     s.next_seq = 12
     assert s.resolve(1) is None  # older than the window: not exact any more
     assert s.resolve(11) == 11
+
+
+def test_session_window_is_a_ring_exact_across_the_wrap() -> None:
+    s = Session(TEAM, window=5)
+    for seq in range(1, 24):  # private seq = 100 + seq; every third seq was a public message
+        if seq % 3:
+            s.mark(seq, 100 + seq)
+    s.next_seq = 24
+    assert len(s.marks) == 5  # never more than the window
+    assert list(s.marks) == [(k, 100 + k) for k in (14, 16, 17, 19, 20, 22, 23)][-5:]
+    assert s.resolve(16) is None  # before the oldest kept
+    assert [s.resolve(n) for n in range(17, 24)] == [117, 117, 119, 120, 120, 122, 123]
+    s.rewind(20, 120)  # a resume at seq 20: what followed is sent again under new seqs
+    assert (list(s.marks), s.next_seq, s.cursor) == ([(17, 117), (19, 119), (20, 120)], 21, 120)
+    for seq in range(21, 26):
+        s.mark(seq, 100 + seq)
+    assert list(s.marks) == [(k, 100 + k) for k in range(21, 26)]
+    s.restart(7)
+    assert (len(s.marks), s.resolve(5)) == (0, None)
+
+
+def test_session_memory_stops_growing_once_its_window_is_full() -> None:
+    """The resume window is the one thing a session keeps per message: once full, marking
+    more messages allocates nothing (the soak's gateway grew ~150 bytes per message before)."""
+    window = 2_000
+    s = Session(TEAM, window=window)
+    seq = 0
+
+    def send(count: int) -> None:
+        nonlocal seq
+        for _ in range(count):
+            seq += 1
+            s.mark(seq, 10_000 + seq)
+
+    send(window)  # warm-up: the window fills
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        send(20 * window)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(s.marks) == window
+    assert grown < 1_000, f"{grown} bytes for {20 * window} messages"
+    s.next_seq = seq + 1
+    assert s.resolve(seq - window) is None
+    assert s.resolve(seq - window + 1) == 10_000 + seq - window + 1
 
 
 def snapshot(asks: list[tuple[int, int]], book_seq: int, epoch: int = 7) -> MarketSnapshot:
