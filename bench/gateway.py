@@ -9,12 +9,17 @@ the orders trade on arrival. Two phases:
 
     python bench/gateway.py [--quick] [--clients N] [--seconds S] [--rate R] [--fsync]
 
+Then the yardstick, with the same clients on the same machine: bench/reference_server.py, a
+bare Starlette endpoint doing one ZeroMQ round trip to another process (what the target of
+>= 4,000 orders/s was set against: ~5,000 req/s where it was set). The gateway's share of it
+is the figure that carries from one machine to another.
+
 The matcher runs with its journal's fsync off unless --fsync is given: these are the gateway's
 figures, and the matcher's own cost of durability (journal before ack) is measured by
 bench/matcher_service.py. With --fsync the answer waits for the matcher's fsync too.
 
 Ends with one line: RESULT orders_per_s=... rest_p50_us=... rest_p99_us=... exec_p50_us=...
-exec_p99_us=...
+exec_p99_us=... reference_req_per_s=... of_reference=...
 """
 
 from __future__ import annotations
@@ -255,6 +260,55 @@ async def bench(port: int, args: argparse.Namespace, pids: dict[str, int]) -> st
             f"exec_p99_us={pct(execs, .99):.0f}")
 
 
+async def reference_rate(port: int, clients: int, seconds: float) -> float:
+    """Requests/s through the reference server, `clients` keep-alive clients back to back."""
+    await wait_listening(port, time.monotonic() + 30)
+    body = b'{"instrument_id":"SPX_4500_CALL","side":"buy","quantity":1,"price":100.00}'
+    https = [Http(port) for _ in range(clients)]
+    for http in https:
+        await http.open()
+
+    async def loop(http: Http, stop: float) -> int:
+        n = 0
+        while time.monotonic() < stop:
+            await http.call("POST", "/exchange/orders", body, "key")
+            n += 1
+        return n
+
+    await asyncio.gather(*(loop(h, time.monotonic() + 1.0) for h in https))  # warm-up
+    start = time.perf_counter()
+    stop = time.monotonic() + seconds
+    counts = await asyncio.gather(*(loop(h, stop) for h in https))
+    rate = sum(counts) / (time.perf_counter() - start)
+    for http in https:
+        http.writer.close()
+    return rate
+
+
+async def wait_listening(port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise SystemExit("the reference server did not come up in time")
+
+
+def run_reference(directory: Path, clients: int, seconds: float) -> float:
+    port, address = free_port(), f"ipc://{directory}/reference.sock"
+    script = str(Path(__file__).resolve().parent / "reference_server.py")
+    procs = [subprocess.Popen([sys.executable, script, "echo", address]),
+             subprocess.Popen([sys.executable, script, "http", str(port), address])]
+    try:
+        return uvloop.run(reference_rate(port, clients, seconds))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short phases (< 30 s in all)")
@@ -276,8 +330,12 @@ def main() -> None:
             proc.terminate()
         for proc in procs:
             proc.wait(10)
+    reference = run_reference(directory, args.clients, args.seconds)
     shutil.rmtree(directory, ignore_errors=True)  # kept (with the service logs) on a failure
-    print(result)
+    per_s = float(result.split("orders_per_s=")[1].split()[0])
+    print(f"reference (bare Starlette endpoint + one ZeroMQ round trip, same clients): "
+          f"{reference:,.0f} req/s; the gateway does {100 * per_s / reference:.0f}% of it")
+    print(f"{result} reference_req_per_s={reference:.0f} of_reference={per_s / reference:.2f}")
 
 
 if __name__ == "__main__":
