@@ -36,12 +36,13 @@ from common.messages import (
     encode,
 )
 from common.service import Context, Socket
-from common.transport import make_socket
+from common.transport import make_socket, recv_frames, send_frame
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 Sink = Callable[[bytes, bytes], None]
+_NOBLOCK = int(zmq.NOBLOCK)  # a plain int: pyzmq's flag enums cost more than the call
 DRAIN_BATCH = 256  # messages per wake-up before yielding to the loop
 FEEDS = (  # channel, topic prefixes: the feeds every gateway follows besides its own
     ("matcher_pub", (topics.MD, topics.HEARTBEAT)),
@@ -132,7 +133,7 @@ class Bridge:
         cmd.gw = self.gw_id
         fut: asyncio.Future[Response] = self._loop.create_future()
         try:
-            self.push.send_multipart((b"cmd", encode(cmd)), zmq.NOBLOCK)
+            send_frame(self.push, b"cmd", encode(cmd), _NOBLOCK)
         except zmq.Again as exc:
             raise BusUnavailable("command queue full") from exc
         self._pending[req_id] = fut
@@ -156,12 +157,13 @@ class Bridge:
         sock, resp_topic = self.private, self.resp_topic
         for _ in range(DRAIN_BATCH):
             try:
-                topic, payload = sock.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(sock, _NOBLOCK)
             except zmq.Again:
                 return
-            except ValueError:
+            if len(frames) != 2:
                 self.counters["bad_frames"] += 1
                 continue
+            topic, payload = frames
             if topic == resp_topic:
                 self._answer(payload)
             elif topic.startswith(topics.EXEC):
@@ -236,7 +238,7 @@ class Bridge:
             sink = self.on_public
             for _ in range(DRAIN_BATCH):
                 try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                    frames = recv_frames(sock, _NOBLOCK)
                 except zmq.Again:
                     return
                 if len(frames) == 2:

@@ -36,6 +36,7 @@ class Gateway:
         self.settings = config.gateway
         self.gw_id = self.settings.id or f"gw-{secrets.token_hex(4)}"
         self.instruments = build_instruments(config.game)
+        self.max_price_ticks = config.game.max_price_ticks  # once: it parses a decimal
         self.bridge = Bridge(config, ctx, self.gw_id)
         self.mirror = BookMirror(self._market_changed)
         self.hub = Hub(self.settings, self.bridge, self.mirror)

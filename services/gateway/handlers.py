@@ -126,7 +126,7 @@ def _check(gw: Gateway, me: TeamInfo, req: OrderRequest,
     """The price in ticks (None for a market order), or the reject, in the matcher's order."""
     if problem := _shape(req, order_type):
         return problem
-    ticks = None if order_type == "market" else _ticks(req.price, gw.config.game.max_price_ticks)
+    ticks = None if order_type == "market" else _ticks(req.price, gw.max_price_ticks)
     if isinstance(ticks, tuple):
         return ticks
     role = gw.config.game.roles.get(me.role)

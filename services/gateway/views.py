@@ -5,8 +5,10 @@ Fees keep the API sign convention the matcher already uses: + is a rebate, - a f
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -33,11 +35,22 @@ def dumps(obj: Any) -> bytes:
 
 
 def iso(ts_ns: int) -> str:
-    return datetime.fromtimestamp(ts_ns / 1e9, UTC).isoformat()
+    """What datetime's isoformat() prints (no fraction at a whole second), built from the
+    whole second, formatted once per second: every WebSocket message carries one."""
+    seconds, ns = divmod(ts_ns, 1_000_000_000)
+    micros = ns // 1000
+    if micros:
+        return f"{_second(seconds)}.{micros:06d}+00:00"
+    return f"{_second(seconds)}+00:00"
+
+
+@lru_cache(maxsize=16)  # a pure function's memo: recent seconds only
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+    return iso(time.time_ns())
 
 
 def price(ticks: int | None) -> Decimal | None:
