@@ -211,8 +211,7 @@ class Bot:
         price = data.get("price")
         if price is None:
             return
-        # the exchange sends this price in cents (an integer); a decimal would be dollars
-        self.spot[data["symbol"]] = price / 100 if isinstance(price, int) else float(price)
+        self.spot[data["symbol"]] = float(price)
         self.game_s = float(data.get("game_s", self.game_s))
         windows = data.get("realised_vol") or {}
         realised = windows.get("300") or windows.get("60")

@@ -119,6 +119,8 @@ def private(event: Message) -> tuple[str, Data] | None:
 
 
 BUS_FIELDS = ("type", "seq", "ts_ns", "epoch")
+# Prices that travel in ticks on the bus, by message type: bots get decimals, like everywhere.
+_TICK_FIELDS: dict[Any, tuple[str, ...]] = {"indicators": ("price",)}
 
 
 def feed_data(payload: bytes) -> Data | None:
@@ -129,4 +131,8 @@ def feed_data(payload: bytes) -> Data | None:
         return None
     if not isinstance(raw, dict):
         return None
-    return {k: v for k, v in raw.items() if isinstance(k, str) and k not in BUS_FIELDS}
+    data = {k: v for k, v in raw.items() if isinstance(k, str) and k not in BUS_FIELDS}
+    for name in _TICK_FIELDS.get(raw.get("type"), ()):
+        if isinstance(data.get(name), int):
+            data[name] = from_ticks(data[name])
+    return data

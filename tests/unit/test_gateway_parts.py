@@ -13,6 +13,7 @@ from common.messages import (
     BookDelta,
     BookLevels,
     ExecutionReport,
+    IndicatorSignal,
     MarketSnapshot,
     MarketStatus,
     OrderResult,
@@ -189,3 +190,15 @@ def test_api_shapes_fees_and_prices() -> None:
     result = OrderResult(order_id="O", client_order_id=None, status="filled", filled_quantity=3,
                          remaining_quantity=0, notional=100 + 101 + 101)
     assert views.order_result(result)["average_price"] == Decimal("1.0067")
+
+
+def test_signals_reach_bots_with_decimal_prices_and_no_bus_fields() -> None:
+    signal = IndicatorSignal(seq=7, epoch=3, symbol="SPX", tick=40, game_s=1.5, price=450012,
+                             sma={"20": 4499.5, "60": None}, realised_vol={"20": 0.2}, rsi=None)
+    data = views.feed_data(encode(signal))
+    assert data is not None
+    assert data["price"] == Decimal("4500.12")
+    assert views.dumps(data["price"]) == b"4500.12"
+    assert data["sma"] == {"20": 4499.5, "60": None}  # already in price units
+    assert not {"seq", "epoch", "ts_ns", "type"} & data.keys()
+    assert data["signal_type"] == "technical_indicators"
