@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from common.config import load_config
 from common.outbox import Outbox
-from common.records import BatchAck, TradeRecord, decode_frame, encode_frame
+from common.records import BatchAck, TradeRecord, decode_frame
 from common.transport import make_socket, recv_frames, send_frame
 
 CONFIG = """
@@ -91,11 +91,14 @@ class Producer:
 
     def pump(self) -> None:
         """Send what is due, then take every ack waiting (for up to 1 ms)."""
-        for batch in self.outbox.due(time.monotonic()):
+        now = time.monotonic()
+        for top, frame in self.outbox.due(now):
             try:
-                send_frame(self.out, b"rec", encode_frame(batch), zmq.NOBLOCK)
+                send_frame(self.out, b"rec", frame, zmq.NOBLOCK)
             except zmq.Again:
-                self.outbox.retry_soon(batch)
+                self.outbox.refused(now)
+                break
+            self.outbox.taken(top, now)
         while self.acks.poll(1):
             ack = decode_frame(recv_frames(self.acks)[-1])
             assert isinstance(ack, BatchAck)

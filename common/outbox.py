@@ -22,7 +22,16 @@ log = logging.getLogger(__name__)
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
+_HOLD_S = 0.005  # no writer took a batch: offer them again after this, not on every call
+
+
 class Outbox:
+    """Records, then batches, from `add` to a writer's acknowledgement.
+
+    Each batch is encoded once, when it closes. Batches no writer has taken yet go first, in
+    seq order; taken ones wait in the order they were last taken, so finding those due for a
+    re-send stops at the first that is not (the DB may lag by thousands of batches)."""
+
     def __init__(self, stream: str, config: DbConfig) -> None:
         self.stream = stream
         self._max_rows = config.batch_max_rows
@@ -31,7 +40,9 @@ class Outbox:
         self._warn_at = config.max_pending_records
         self._open: list[AnyRecord] = []
         self._opened_at = 0.0
-        self._unacked: dict[int, tuple[float, RecordBatch]] = {}  # top seq -> (sent at, batch)
+        self._unsent: dict[int, tuple[RecordBatch, bytes]] = {}  # top seq -> (batch, frame)
+        self._taken: dict[int, tuple[float, RecordBatch, bytes]] = {}  # top -> (taken at, ...)
+        self._hold_until = float("-inf")
         self.pending_records = 0
 
     def add(self, record: AnyRecord, now: float) -> None:
@@ -42,35 +53,44 @@ class Outbox:
         if self.pending_records == self._warn_at:
             log.warning("%s: %d records wait for the DB writers", self.stream, self._warn_at)
 
-    def due(self, now: float) -> list[RecordBatch]:
-        """Batches to send now: full or old enough ones, and unacknowledged ones to re-send."""
-        out = []
+    def due(self, now: float) -> list[tuple[int, bytes]]:
+        """(top seq, frame) of each batch to hand to a writer now: full or old enough new
+        ones, any not taken yet, and taken ones left unacknowledged for `resend_after_s`."""
         while self._open and (len(self._open) >= self._max_rows
                               or now - self._opened_at >= self._max_wait):
             records, self._open = self._open[: self._max_rows], self._open[self._max_rows :]
             batch = RecordBatch(stream=self.stream, records=records)
-            self._unacked[records[-1].seq] = (now, batch)
-            out.append(batch)
-        for top, (sent, batch) in self._unacked.items():
-            if now - sent >= self._resend_after:
-                self._unacked[top] = (now, batch)
-                out.append(batch)
+            self._unsent[records[-1].seq] = (batch, encode_frame(batch))
+        if now < self._hold_until:
+            return []
+        out = [(top, frame) for top, (_, frame) in self._unsent.items()]
+        for top, (taken, _, frame) in self._taken.items():
+            if now - taken < self._resend_after:
+                break
+            out.append((top, frame))
         return out
 
-    def retry_soon(self, batch: RecordBatch) -> None:
-        """`batch` could not be handed to any writer: offer it again on the next call."""
-        self._unacked[batch.records[-1].seq] = (float("-inf"), batch)
+    def taken(self, top: int, now: float) -> None:
+        """A writer took the batch ending at `top`: it goes out again if no ack comes."""
+        unsent = self._unsent.pop(top, None)
+        batch, frame = unsent if unsent is not None else self._taken.pop(top)[1:]
+        self._taken[top] = (now, batch, frame)
+
+    def refused(self, now: float) -> None:
+        """No writer could take a batch (none connected, or all full): hold for a moment."""
+        self._hold_until = now + _HOLD_S
 
     def ack(self, last_seq: int) -> None:
-        entry = self._unacked.pop(last_seq, None)
-        if entry is not None:
-            self.pending_records -= len(entry[1].records)
+        taken, unsent = self._taken.pop(last_seq, None), self._unsent.pop(last_seq, None)
+        batch = taken[1] if taken else unsent[0] if unsent else None
+        if batch is not None:
+            self.pending_records -= len(batch.records)
 
     def pending(self) -> list[AnyRecord]:
         """Every record not yet acknowledged, in seq order (what a snapshot must keep)."""
-        sent = [r for _, b in sorted(self._unacked.values(), key=lambda e: e[1].records[0].seq)
-                for r in b.records]
-        return sent + self._open
+        batches = [b for b, _ in self._unsent.values()] + [b for _, b, _ in self._taken.values()]
+        batches.sort(key=lambda b: b.records[0].seq)
+        return [r for b in batches for r in b.records] + self._open
 
     def restore(self, records: list[AnyRecord], now: float) -> None:
         """After a restart: everything that may not be stored yet goes out again."""
@@ -99,12 +119,13 @@ class RecordLink:
         return self.last_seq
 
     def send_due(self, now: float) -> None:
-        for batch in self.outbox.due(now):
+        for top, frame in self.outbox.due(now):
             try:
-                send_frame(self._out, b"rec", encode_frame(batch), _NOBLOCK)
-            except zmq.Again:  # no writer connected yet: offer it again next round
-                self.outbox.retry_soon(batch)
+                send_frame(self._out, b"rec", frame, _NOBLOCK)
+            except zmq.Again:  # no writer connected, or every writer's queue is full
+                self.outbox.refused(now)
                 return
+            self.outbox.taken(top, now)
 
     def _take_acks(self) -> None:
         while True:
