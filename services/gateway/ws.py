@@ -191,7 +191,8 @@ class Connection:
                 await send({"type": "websocket.send", "text": (
                     f'{{"seq":{seq},"type":"{it.type}","timestamp":"{it.timestamp}",'
                     f'"data":{it.data}}}')})
-                await asyncio.sleep(0)  # a send that need not wait never yields: let others in
+                if queue:  # a send that need not wait never yields: let others in
+                    await asyncio.sleep(0)
         except Exception as exc:  # the client went away mid-send (WebSocketDisconnect et al.)
             log.debug("WebSocket send to %s ended: %r", self.team_id, exc)
 
