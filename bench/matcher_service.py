@@ -21,7 +21,7 @@ from workload import BENCH_ROLE, generate, registrations
 
 from common.bus_client import MatcherClient
 from common.config import Config, load_config
-from common.messages import Response, decode, encode
+from common.messages import Response, decode_events, encode
 from common.transport import recv_frames, send_frame
 
 CONFIG = """
@@ -65,10 +65,10 @@ def drive(client: MatcherClient, payloads: list[bytes], first: int, window: int,
             send_frame(push, b"cmd", payloads[nxt])
             nxt += 1
         while sub.poll(0 if nxt < len(payloads) else 1000):
-            response = decode(recv_frames(sub)[-1])
-            if isinstance(response, Response) and response.req_id.isdigit():
-                latencies.append(clock() - sent_at[int(response.req_id) - first])
-                answered += 1
+            for response in decode_events(recv_frames(sub)[-1]):
+                if isinstance(response, Response) and response.req_id.isdigit():
+                    latencies.append(clock() - sent_at[int(response.req_id) - first])
+                    answered += 1
     return len(payloads) / ((clock() - start) / 1e9), latencies
 
 

@@ -3,8 +3,10 @@
 The feed, in short (README has the full topic table):
 - Two producers: the matcher (books, trades, market status) and the simulator (underlying prices,
   option fair values). Each has a PUB socket (the feed) and a ROUTER (requests; use a DEALER).
-- Every frame is [topic, msgpack map]; the map's "type" names the message. Events carry "seq"
-  (per topic, gap-free from 1), "epoch" (changes when the producer restarts) and "ts_ns".
+- Every frame is [topic, msgpack array of maps]: one or more events of that topic, in seq order
+  (a busy matcher sends all of a topic's events of one batch in one frame). Each map's "type"
+  names the message. Events carry "seq" (per topic, gap-free from 1), "epoch" (changes when the
+  producer restarts) and "ts_ns".
 - Heartbeats on sys.heartbeat.<service> carry "last_seq", the producer's position: the same
   value in two beats in a row means the producer is idle.
 - {"type": "snapshot_request"} on the ROUTER returns the exact state with the seq of every topic.
@@ -110,11 +112,11 @@ class Source:
         if self.drop is not None and self.drop(self.name, self.stats["frames"]):
             self.stats["dropped"] += 1
             return
-        msg = msgpack.unpackb(payload)
-        if msg["type"] == "heartbeat":
-            self.on_heartbeat(msg)
-        else:
-            self.on_event(topic.decode(), msg)
+        for msg in msgpack.unpackb(payload):
+            if msg["type"] == "heartbeat":
+                self.on_heartbeat(msg)
+            else:
+                self.on_event(topic.decode(), msg)
 
     def on_heartbeat(self, msg: Msg) -> None:
         self.idle = msg["last_seq"] == self.beat and msg["epoch"] == self.epoch

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from collections import deque
 from typing import TypeVar
 
 import zmq
@@ -22,6 +23,7 @@ from common.messages import (
     Probe,
     Response,
     decode,
+    decode_events,
     encode,
 )
 from common.transport import make_socket, recv_frames, send_frame
@@ -47,6 +49,7 @@ class MatcherClient:
         self.sub.subscribe(topics.response(self.gw))
         self.rpc = make_socket(self.ctx, config, "matcher_rpc", bind=False)
         self._ids = itertools.count(1)
+        self._pending: deque[Message] = deque()  # the rest of a frame's events, not yet read
 
     def close(self) -> None:
         for sock in (self.push, self.sub, self.rpc):
@@ -84,12 +87,14 @@ class MatcherClient:
 
     def _next(self, kind: type[M], deadline: float) -> M:
         while True:
+            while self._pending:
+                msg = self._pending.popleft()
+                if isinstance(msg, kind):
+                    return msg
             left = deadline - time.monotonic()
             if left <= 0 or not self.sub.poll(int(left * 1000) + 1):
                 raise BusTimeout(f"no {kind.__name__} in time")
-            msg = decode(recv_frames(self.sub)[-1])
-            if isinstance(msg, kind):
-                return msg
+            self._pending.extend(decode_events(recv_frames(self.sub)[-1]))
 
     def call(self, request: Message, kind: type[M], timeout: float = 5.0) -> M:
         """A request over the matcher's ROUTER. A correlation frame goes before the payload

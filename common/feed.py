@@ -23,6 +23,7 @@ from common.messages import (
     Probe,
     SnapshotRequest,
     encode,
+    encode_events,
 )
 from common.service import Context, Service, Socket
 from common.transport import send_frame
@@ -40,7 +41,7 @@ class Feed:
         """Stamp `event` with its topic's next seq, the epoch and the time, then publish it."""
         seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1
         event.seq, event.ts_ns, event.epoch = seq, time.time_ns(), self.epoch
-        send_frame(sock, topic, encode(event))
+        send_frame(sock, topic, encode_events(event))
 
     def publish(self, sock: Socket, topic: bytes, event: FeedEvent) -> None:
         """A public event: also kept as its topic's state for snapshots."""
@@ -96,7 +97,7 @@ class FeedService(Service):
                 pong = self._pong()
                 for sock in (self.pub, self.private):
                     if sock is not None:
-                        sock.send_multipart([topics.response(gw), encode(pong)])
+                        sock.send_multipart([topics.response(gw), encode_events(pong)])
                 return pong
             case SnapshotRequest():
                 return self.feed.snapshot()

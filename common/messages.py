@@ -461,6 +461,8 @@ DecodeError = (msgspec.DecodeError, msgspec.ValidationError)
 # Stateless and thread-safe: one encoder/decoder pair serves every service.
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER: msgspec.msgpack.Decoder[AnyMessage] = msgspec.msgpack.Decoder(AnyMessage)
+_EVENTS: msgspec.msgpack.Decoder[list[AnyMessage]] = msgspec.msgpack.Decoder(list[AnyMessage])
+_SPLIT: msgspec.msgpack.Decoder[list[msgspec.Raw]] = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _CANONICAL = msgspec.msgpack.Encoder(order="deterministic")
 
 
@@ -471,6 +473,37 @@ def encode(msg: msgspec.Struct) -> bytes:
 def decode(data: bytes) -> AnyMessage:
     """Decode any bus payload; raises one of `DecodeError` on a malformed or unknown frame."""
     return _DECODER.decode(data)
+
+
+# --- published frames: [topic, msgpack array of one or more events of that topic, in seq order]
+
+
+def join_events(payloads: list[bytes]) -> bytes:
+    """A published frame from events encoded one by one (each is also kept alone, for replay):
+    a msgpack array header, then their concatenation."""
+    n = len(payloads)
+    if n < 16:
+        head = bytes((0x90 | n,))
+    elif n < 1 << 16:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
+    return head + b"".join(payloads)
+
+
+def encode_events(*events: msgspec.Struct) -> bytes:
+    return _ENCODER.encode(events)
+
+
+def decode_events(data: bytes) -> list[AnyMessage]:
+    """The events of one published frame; raises one of `DecodeError` like `decode`."""
+    return _EVENTS.decode(data)
+
+
+def split_events(data: bytes) -> list[bytes]:
+    """The events of one published frame, each still encoded (for readers that look at the
+    bytes first, or decode only some); raises one of `DecodeError` if it is not an array."""
+    return [bytes(raw) for raw in _SPLIT.decode(data)]
 
 
 def canonical(obj: Any) -> bytes:

@@ -21,7 +21,7 @@ import zmq
 
 from common import topics
 from common.config import Config
-from common.messages import DecodeError, Heartbeat, Message, decode, encode
+from common.messages import DecodeError, Heartbeat, Message, decode, decode_events, encode_events
 from common.transport import make_socket, send_frame
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class Service:
         self._beat_seq += 1
         beat = Heartbeat(service=self.name, last_seq=self.last_seq(), seq=self._beat_seq,
                          ts_ns=time.time_ns(), epoch=self.epoch)
-        send_frame(self.pub, topics.heartbeat(self.name), encode(beat))
+        send_frame(self.pub, topics.heartbeat(self.name), encode_events(beat))
 
     def decode_as(self, payload: bytes, kind: type[M] | tuple[type[M], ...]) -> M | None:
         """Decode a frame of an expected kind; anything else is counted, logged once, dropped."""
@@ -134,6 +134,20 @@ class Service:
             self._bad("unexpected", type(msg).__name__)
             return None
         return msg
+
+    def events_of(self, payload: bytes, kind: type[M]) -> list[M]:
+        """The events of a published frame (an array of them) that are of the expected kind;
+        a malformed frame or an event of another kind is counted, logged once, dropped."""
+        try:
+            events = decode_events(payload)
+        except DecodeError as exc:
+            self._bad("malformed", str(exc))
+            return []
+        wanted: list[M] = [e for e in events if isinstance(e, kind)]
+        if len(wanted) != len(events):
+            self._bad("unexpected", ", ".join(sorted({type(e).__name__ for e in events
+                                                       if not isinstance(e, kind)})))
+        return wanted
 
     def count_bad(self, kind: str, detail: str) -> None:
         """Count a dropped frame (and log the first of each kind)."""

@@ -46,8 +46,7 @@ class EventsService(FeedService):
                 frames = self.sim.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            state = self.decode_as(frames[-1], SimState)
-            if state is not None:
+            for state in self.events_of(frames[-1], SimState):
                 self._on_state(state)
 
     def _on_state(self, state: SimState) -> None:

@@ -33,7 +33,9 @@ from common.messages import (
     Probe,
     Response,
     decode,
+    decode_events,
     encode,
+    split_events,
 )
 from common.service import Context, Socket
 from common.transport import make_socket, recv_frames, send_frame
@@ -41,6 +43,7 @@ from common.transport import make_socket, recv_frames, send_frame
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 Sink = Callable[[bytes, bytes], None]
 _NOBLOCK = int(zmq.NOBLOCK)  # a plain int: pyzmq's flag enums cost more than the call
 DRAIN_BATCH = 256  # messages per wake-up before yielding to the loop
@@ -165,17 +168,22 @@ class Bridge:
                 continue
             topic, payload = frames
             if topic == resp_topic:
-                self._answer(payload)
+                for msg in self._events(payload, decode_events):
+                    self._answer(msg)
             elif topic.startswith(topics.EXEC):
-                self.on_private(topic, payload)
+                for event in self._events(payload, split_events):
+                    self.on_private(topic, event)
         self._again(self._read_private)
 
-    def _answer(self, payload: bytes) -> None:
+    def _events(self, payload: bytes, split: Callable[[bytes], list[T]]) -> list[T]:
+        """A frame's events (an array of them); a malformed frame is counted and dropped."""
         try:
-            msg = decode(payload)
+            return split(payload)
         except DecodeError:
             self.counters["bad_frames"] += 1
-            return
+            return []
+
+    def _answer(self, msg: Message) -> None:
         if isinstance(msg, Response):
             fut = self._pending.pop(msg.req_id, None)
             if fut is None:
@@ -242,7 +250,8 @@ class Bridge:
                 except zmq.Again:
                     return
                 if len(frames) == 2:
-                    sink(frames[0], frames[1])
+                    for event in self._events(frames[1], split_events):
+                        sink(frames[0], event)
                 else:
                     self.counters["bad_frames"] += 1
             self._again(drain)

@@ -32,6 +32,8 @@ from common.messages import (
     TeamQuery,
     decode,
     encode,
+    encode_events,
+    join_events,
 )
 from common.outbox import RecordLink
 from common.records import AnyRecord
@@ -152,16 +154,23 @@ class MatcherService(Service):
 
     def _publish_durable(self) -> None:
         durable = self.disk.durable_batch()
-        md, private, rings = self.md, self.private, self.rings
-        now = time.monotonic()
+        rings, now = self.rings, time.monotonic()
+        frames: dict[bytes, list[bytes]] = {}  # one frame per topic for everything now durable
         while self._waiting and self._waiting[0].number <= durable:
             batch = self._waiting.popleft()
             for topic, event in batch.events:
                 payload = encode(event)
-                send_frame(md if topic.startswith(topics.MD) else private, topic, payload)
                 rings.add(topic, event.seq, payload)
+                # popped and put back: topics go out in the order of their LAST event, so a
+                # response never overtakes the events of its own command (they come before it)
+                group = frames.pop(topic, None) or []
+                group.append(payload)
+                frames[topic] = group
             for record in batch.records:
                 self.outbox.add(record, now)
+        for topic, payloads in frames.items():
+            send_frame(self.md if topic.startswith(topics.MD) else self.private, topic,
+                       join_events(payloads))
         self.records.send_due(now)
         if not self._waiting and self._deferred:
             self._answer_deferred()
@@ -226,7 +235,7 @@ class MatcherService(Service):
                 return Pong(service=self.name, epoch=self.epoch, last_seq=engine.last_seq)
             case Probe(gw=gw):
                 pong = Pong(service=self.name, epoch=self.epoch, last_seq=engine.last_seq)
-                send_frame(self.private, topics.response(gw), encode(pong))
+                send_frame(self.private, topics.response(gw), encode_events(pong))
                 return pong
             case SnapshotRequest():
                 return queries.market_snapshot(engine, self.epoch)

@@ -148,9 +148,9 @@ class SimulatorService(FeedService):
                 frames = self.shocks.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            shock = self.decode_as(frames[-1], NewsShock)
-            if shock is not None and self.step.add_shock(shock):
-                self.counters["shocks"] += 1
+            for shock in self.events_of(frames[-1], NewsShock):
+                if self.step.add_shock(shock):
+                    self.counters["shocks"] += 1
 
     def _drain_replies(self) -> None:
         for _ in range(MAX_DRAIN):
@@ -168,8 +168,7 @@ class SimulatorService(FeedService):
                 frames = self.trades.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            trade = self.decode_as(frames[-1], TradePrint)
-            if trade is not None:
+            for trade in self.events_of(frames[-1], TradePrint):
                 self._trades_seen += 1
                 self._last_trade = f"{trade.instrument_id} {trade.quantity}@{trade.price / 100:.2f}"
 

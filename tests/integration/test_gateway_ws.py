@@ -201,7 +201,7 @@ def test_news_to_everyone_and_signals_only_to_their_role(exchange: Exchange,
     private_ = make_socket(ctx, config, "events_private", bind=True)
     try:
         def send(sock: Any, topic: bytes, **fields: Any) -> None:
-            sock.send_multipart([topic, msgspec.msgpack.encode(fields)])
+            sock.send_multipart([topic, msgspec.msgpack.encode([fields])])  # an array of events
 
         def feed() -> None:
             send(private_, b"signal.hedge_fund", type="vol_forecast", seq=1,

@@ -14,10 +14,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 from common import topics
-from common.messages import Heartbeat, encode
+from common.messages import Heartbeat, encode_events
 from common.transport import make_socket, send_frame
 from services.launcher import Cluster
 from tests.conftest import make_config, wait_for
@@ -59,7 +60,7 @@ class FakeSimulator:
 
     def beat(self, last_seq: int) -> None:
         self.seq += 1
-        send_frame(self.pub, topics.heartbeat("simulator"), encode(Heartbeat(
+        send_frame(self.pub, topics.heartbeat("simulator"), encode_events(Heartbeat(
             service="simulator", last_seq=last_seq, seq=self.seq, epoch=self.epoch,
             ts_ns=time.time_ns())))
 
@@ -168,8 +169,10 @@ def test_bad_frames_are_counted(setup: tuple[Exchange, FakeSimulator]) -> None:
     base = metrics(ex)
 
     def sent_and_counted() -> bool:
-        send_frame(sim.pub, topics.heartbeat("simulator"), b"\xc1 not msgpack")
-        sim.pub.send_multipart([topics.heartbeat("simulator"), b"x", b"three parts"])
+        send_frame(sim.pub, topics.heartbeat("simulator"), b"\xc1 not msgpack")  # bridge
+        sim.pub.send_multipart([topics.heartbeat("simulator"), b"x", b"three parts"])  # bridge
+        send_frame(sim.pub, topics.heartbeat("simulator"),  # a frame, but not a heartbeat in it
+                   msgspec.msgpack.encode([{"type": "heartbeat", "service": 5}]))
         scrape = metrics(ex)
         return all(value(scrape, "itg_bad_frames_total", source=s)
                    > value(base, "itg_bad_frames_total", source=s)

@@ -26,7 +26,7 @@ from common.messages import (
     TradePrint,
     UnderlyingTick,
     VolForecastSignal,
-    decode,
+    decode_events,
     encode,
 )
 from common.transport import make_socket
@@ -61,7 +61,7 @@ class Tap:
             for sock, _ in poller.poll(10):
                 while sock.poll(0):
                     topic, payload = sock.recv_multipart()
-                    self.seen[names[sock]].append((topic, decode(payload)))
+                    self.seen[names[sock]] += [(topic, m) for m in decode_events(payload)]
 
     def of(self, kind: type[Message], channel: str | None = None) -> list[tuple[bytes, Message]]:
         return [(t, m) for ch, frames in self.seen.items() if channel in (None, ch)

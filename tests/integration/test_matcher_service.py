@@ -19,15 +19,19 @@ from common.messages import (
     Heartbeat,
     MarketSnapshot,
     NewOrder,
+    OrderAck,
     Ping,
     Pong,
+    Probe,
     RegisterTeam,
     ReplayReply,
     ReplayRequest,
+    Response,
     SnapshotRequest,
     TeamQuery,
     TeamReply,
     decode,
+    decode_events,
     encode,
 )
 from common.transport import make_socket, recv_frames
@@ -120,10 +124,10 @@ def test_snapshot_plus_stream_rebuilds_the_book(
     buffered = []  # the join procedure: buffer until a heartbeat proves we are joined
     while True:
         assert sub.poll(5000), "no heartbeat"
-        event = decode(recv_frames(sub)[-1])
-        if isinstance(event, Heartbeat):
+        events = decode_events(recv_frames(sub)[-1])
+        if isinstance(events[0], Heartbeat):
             break
-        buffered.append(event)
+        buffered += events
     sub.unsubscribe(topics.heartbeat("matcher"))
     snap = client.call(SnapshotRequest(), MarketSnapshot)
     levels = {lv.instrument_id: lv for lv in snap.books}["SPX_4500_CALL"]
@@ -133,7 +137,7 @@ def test_snapshot_plus_stream_rebuilds_the_book(
     client.request(order(a, "sell", 2, 99))
     book_seq = snap.seqs["md.book.SPX_4500_CALL"]
     while sub.poll(200):
-        buffered.append(decode(recv_frames(sub)[-1]))
+        buffered += decode_events(recv_frames(sub)[-1])
     for delta in buffered:
         assert isinstance(delta, BookDelta)
         if delta.seq <= book_seq:
@@ -187,3 +191,45 @@ def test_restart_recovers_from_snapshot_and_journal(tmp_path: Path) -> None:
         r = client.request(order(register(client, "c"), "buy", 1, 50))  # a's 1 s window is full
         assert r.order_id == f"ORD_{orders + 1:08d}"
         client.close()
+
+
+def test_a_frame_holds_a_topics_events_and_no_response_overtakes_its_events(
+    cluster: Cluster, client: MatcherClient, config: Config
+) -> None:
+    teams = [register(client, f"f{n}") for n in range(4)]
+    sub = make_socket(cluster.ctx, config, "matcher_private", bind=False)
+    sub.subscribe(topics.EXEC)
+    sub.subscribe(topics.response(client.gw))
+
+    def joined() -> bool:  # the matcher publishes a Pong on resp.<gw> for each probe
+        client.call(Probe(gw=client.gw), Pong)
+        return bool(sub.poll(100))
+
+    wait_for(joined)
+    while sub.poll(100):  # the probes' pongs
+        recv_frames(sub)
+    sent = 36  # within every limit: 9 one-lot orders per team (market makers: 10/s)
+    for i in range(sent):  # sent without waiting: the matcher takes them in batches
+        client.send(order(teams[i % 4], "sell" if i % 2 else "buy", 1, 12800 + i % 3))
+    frames: list[tuple[bytes, list[object]]] = []
+    responses = 0
+    while responses < sent:
+        assert sub.poll(5000), f"{responses} of {sent} responses"
+        topic, payload = recv_frames(sub)
+        events = decode_events(payload)
+        assert events, "a frame holds at least one event"
+        frames.append((topic, list(events)))
+        responses += sum(isinstance(e, Response) for e in events)
+        assert all(e.ok for e in events if isinstance(e, Response)), [
+            (e.code, e.message) for e in events if isinstance(e, Response) and not e.ok]
+    acked_at = {e.order_id: n for n, (t, evs) in enumerate(frames) if t.startswith(topics.EXEC)
+                for e in evs if isinstance(e, OrderAck)}
+    answered_at = {e.order_id: n for n, (t, evs) in enumerate(frames)
+                   if t == topics.response(client.gw) for e in evs if isinstance(e, Response)}
+    assert len(answered_at) == sent and answered_at.keys() == acked_at.keys()
+    assert all(acked_at[oid] < answered_at[oid] for oid in answered_at)
+    assert max(len(evs) for _, evs in frames) > 1, "some frame carried several events"
+    for topic, evs in frames:  # one topic per frame, seqs contiguous inside it
+        seqs = [e.seq for e in evs]  # type: ignore[attr-defined]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), topic
+    sub.close(linger=0)

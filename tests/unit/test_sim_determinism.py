@@ -220,4 +220,4 @@ def test_feed_stamps_per_topic_seqs_and_keeps_the_last_state() -> None:
     snap = feed.snapshot()
     assert snap.seqs == {"md.underlying.SPX": 3, "md.underlying.SPY": 3} and snap.last_seq == 6
     assert snap.events["md.underlying.SPY"].price == 102  # type: ignore[union-attr]
-    assert {msgspec.msgpack.decode(f[1])["epoch"] for f in sink.frames} == {7}
+    assert {e["epoch"] for f in sink.frames for e in msgspec.msgpack.decode(f[1])} == {7}
