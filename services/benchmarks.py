@@ -14,10 +14,12 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def available() -> list[str]:
-    """Scripts in bench/ that run on their own (helpers like workload.py do not)."""
+    """Scripts in bench/ that run on their own and take --quick, as every benchmark does;
+    helpers (workload.py) and the processes benchmarks start (reference_server.py) do not."""
     if not BENCH.is_dir():
         return []
-    return sorted(p.stem for p in BENCH.glob("*.py") if '__name__ == "__main__"' in p.read_text())
+    return sorted(p.stem for p in BENCH.glob("*.py")
+                  if '__name__ == "__main__"' in (text := p.read_text()) and '"--quick"' in text)
 
 
 def add_parser(sub: Any) -> None:
