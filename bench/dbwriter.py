@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -21,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import zmq
+from benchkit import ipc_config, start_service
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -30,11 +29,6 @@ from common.records import BatchAck, TradeRecord, decode_frame
 from common.transport import make_socket, recv_frames, send_frame
 
 CONFIG = """
-data_dir = "{dir}/data"
-log_level = "WARNING"
-[bus]
-transport = "ipc"
-ipc_dir = "{dir}/run"
 [db]
 url = "{url}"
 batch_max_rows = 1000
@@ -69,15 +63,13 @@ class Producer:
 
     def __init__(self, directory: Path, url: str, writers: int, batch_ms: float) -> None:
         path = directory / "bench.toml"
-        path.write_text(CONFIG.format(dir=directory, url=url, batch_ms=batch_ms))
+        path.write_text(ipc_config(directory) + CONFIG.format(url=url, batch_ms=batch_ms))
         self.config = load_config(path, env={})
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.out = make_socket(self.ctx, self.config, "matcher_persist", bind=True)
         self.acks = make_socket(self.ctx, self.config, "matcher_acks", bind=True)
         self.outbox = Outbox("matcher", self.config.db)
-        self.procs = [subprocess.Popen([sys.executable, "-m", "services.cli", "service",
-                                        "dbwriter", "--config", str(path)])
-                      for _ in range(writers)]
+        self.procs = [start_service("dbwriter", path) for _ in range(writers)]
         self.acked_at: dict[int, int] = {}
 
     def close(self) -> None:

@@ -30,7 +30,6 @@ import gc
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,50 +39,27 @@ from pathlib import Path
 
 import uvloop
 import websockets
+from benchkit import RELAXED, free_port, ipc_config, start_service
 
 CONFIG = """
-data_dir = "{dir}/data"
-log_level = "WARNING"
-[bus]
-transport = "ipc"
-ipc_dir = "{dir}/run"
-heartbeat_s = 0.1
 [matcher]
 fsync = {fsync}
 [gateway]
 port = {port}
 ws_queue_size = 100000
-[game.roles.market_maker]
-maker_fee_cents = 2
-taker_fee_cents = -1
-position_limit = 1000000000
-total_position_limit = 1000000000
-underlying_position_limit = 1000000000
-max_order_size = 1000
-max_orders_per_s = 1000000
-position_limit_code = "MM_POS_LIMIT"
 """
 INSTRUMENTS = [f"SPX_{k}_{t}" for k in range(4200, 4601, 100) for t in ("CALL", "PUT")] + [
     f"SPY_{k}_{t}" for k in range(420, 461, 10) for t in ("CALL", "PUT")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(directory: Path, fsync: bool) -> tuple[list[subprocess.Popen[bytes]], int]:
     port = free_port()
     path = directory / "bench.toml"
-    path.write_text(CONFIG.format(dir=directory, port=port, fsync=str(fsync).lower()))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    procs = []
-    for name in ("matcher", "gateway"):
-        log = (directory / f"{name}.log").open("wb")  # kept out of the bench's own output
-        procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", "service", name,
-                                       "--config", str(path)], env=env, stdout=log,
-                                      stderr=subprocess.STDOUT))
+    path.write_text(ipc_config(directory, "heartbeat_s = 0.1")
+                    + CONFIG.format(port=port, fsync=str(fsync).lower()) + RELAXED)
+    # the services' logs are kept out of the bench's own output
+    procs = [start_service(name, path, directory / f"{name}.log")
+             for name in ("matcher", "gateway")]
     return procs, port
 
 

@@ -29,7 +29,6 @@ import asyncio
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from benchkit import RELAXED, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -54,17 +54,6 @@ INSTRUMENTS = ["SPX", "SPY", "SPX_4400_CALL", "SPX_4400_PUT", "SPX_4500_CALL", "
 ERROR_CODES = {"INTERNAL_ERROR", "PROCESSING_TIMEOUT", "SERVICE_UNAVAILABLE", UNREACHABLE,
                UNKNOWN_OUTCOME, "HTTP_ERROR", "UNAUTHORIZED", "VALIDATION_ERROR"}
 IN_FLIGHT = 16
-RELAXED = """
-[game.roles.market_maker]
-maker_fee_cents = 2
-taker_fee_cents = -1
-position_limit = 1000000000
-total_position_limit = 1000000000
-underlying_position_limit = 1000000000
-max_order_size = 1000
-max_orders_per_s = 1000000
-position_limit_code = "MM_POS_LIMIT"
-"""
 
 
 def mids() -> dict[str, float]:
@@ -298,12 +287,6 @@ def result_line(out: dict[str, Any]) -> str:
             f"rest_p50_ms={pct(s.rest, .5):.2f} rest_p99_ms={pct(s.rest, .99):.2f} "
             f"exec_p50_ms={pct(s.execs, .5):.2f} exec_p99_ms={pct(s.execs, .99):.2f} "
             f"errors={sum(s.errors.values())} consistency={out['check']}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_exchange(directory: Path, retail: bool) -> tuple[subprocess.Popen[bytes], int, str]:

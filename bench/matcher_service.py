@@ -11,12 +11,12 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import zmq
+from benchkit import ipc_config, start_service
 from workload import BENCH_ROLE, generate, registrations
 
 from common.bus_client import MatcherClient
@@ -24,12 +24,7 @@ from common.config import Config, load_config
 from common.messages import Response, decode_events, encode
 from common.transport import recv_frames, send_frame
 
-CONFIG = """
-data_dir = "{dir}/data"
-log_level = "WARNING"
-[bus]
-transport = "ipc"
-ipc_dir = "{dir}/run"
+ROLE = """
 [game.roles.bench]
 {role}
 """
@@ -38,11 +33,9 @@ ipc_dir = "{dir}/run"
 def start_matcher(directory: Path) -> tuple[subprocess.Popen[bytes], Config]:
     role = "\n".join(f"{k} = {v}" for k, v in BENCH_ROLE.items())
     path = directory / "bench.toml"
-    path.write_text(CONFIG.format(dir=directory, role=role))
+    path.write_text(ipc_config(directory) + ROLE.format(role=role))
     prefix = os.environ.get("ITG_BENCH_PREFIX", "").split()  # e.g. a profiler's command
-    proc = subprocess.Popen([*prefix, sys.executable, "-m", "services.cli", "service", "matcher",
-                             "--config", str(path)])
-    return proc, load_config(path, env={})
+    return start_service("matcher", path, prefix=prefix), load_config(path, env={})
 
 
 def drive(client: MatcherClient, payloads: list[bytes], first: int, window: int,

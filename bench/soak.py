@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,19 +31,13 @@ from typing import Any
 
 import load
 import uvloop
+from benchkit import RELAXED, free_port, ipc_config, start_service
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("dbwriter", "matcher", "simulator", "events", "gateway")  # start order
 PG_URL = os.environ.get("ITG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CONFIG = """
-data_dir = "{dir}/data"
-log_level = "WARNING"
-[bus]
-transport = "ipc"
-ipc_dir = "{dir}/run"
-heartbeat_s = 0.2
 [db]
 url = "{db}"
 [matcher]
@@ -67,15 +60,11 @@ def schema(url: str, name: str, create: bool) -> str:
 
 
 def start(directory: Path, db_url: str) -> tuple[dict[str, subprocess.Popen[bytes]], int]:
-    port = load.free_port()
+    port = free_port()
     config = directory / "soak.toml"
-    config.write_text(CONFIG.format(dir=directory, db=db_url, port=port) + load.RELAXED)
-    procs = {}
-    for name in SERVICES:
-        log = (directory / f"{name}.log").open("wb")
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "service", name, "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    config.write_text(ipc_config(directory, "heartbeat_s = 0.2")
+                      + CONFIG.format(db=db_url, port=port) + RELAXED)
+    procs = {name: start_service(name, config, directory / f"{name}.log") for name in SERVICES}
     return procs, port
 
 
