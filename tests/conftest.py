@@ -21,6 +21,13 @@ from common.config import Config, load_config
 from common.messages import Command, Event, NewOrder, RegisterTeam
 from services.matcher.engine import Engine, Out
 
+# A role for load tests: limits out of the way, fees as a market maker's.
+FAST: dict[str, Any] = {
+    "maker_fee_cents": 1, "taker_fee_cents": -2, "position_limit": 10**6,
+    "total_position_limit": 10**7, "underlying_position_limit": 10**6, "max_order_size": 100,
+    "max_orders_per_s": 10**6,
+}
+FAST_TOML = "[game.roles.fast]\n" + "".join(f"{k} = {v}\n" for k, v in FAST.items())
 PG_URL = os.environ.get("ITG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

@@ -32,6 +32,7 @@ from common.messages import (
 )
 from services.matcher.engine import Engine
 from services.matcher.journal import read_journal
+from tests.conftest import FAST_TOML
 
 CONFIG = """
 data_dir = "{dir}/data"
@@ -41,14 +42,6 @@ ipc_dir = "{dir}/run"
 heartbeat_s = 0.2
 [matcher]
 snapshot_interval_s = 0.3
-[game.roles.fast]
-maker_fee_cents = 1
-taker_fee_cents = -2
-position_limit = 1000000
-total_position_limit = 10000000
-underlying_position_limit = 1000000
-max_order_size = 100
-max_orders_per_s = 1000000
 """
 INSTRUMENTS = ("SPX_4500_CALL", "SPX_4400_PUT", "SPY")
 
@@ -97,7 +90,7 @@ def same_answer(seen: Response, journaled: Response) -> bool:
 
 def test_sigkill_mid_stream_loses_nothing_acknowledged(short_dir: Path) -> None:
     config_path = short_dir / "itg.toml"
-    config_path.write_text(CONFIG.format(dir=short_dir))
+    config_path.write_text(CONFIG.format(dir=short_dir) + FAST_TOML)
     config = load_config(config_path, env={})
     log = short_dir / "matcher.log"
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

@@ -26,13 +26,8 @@ from services.dbwriter.store import Store
 from services.launcher import Cluster
 from services.matcher.engine import Engine
 from services.matcher.journal import read_journal
-from tests.conftest import make_config, wait_for
+from tests.conftest import FAST, FAST_TOML, make_config, wait_for
 
-FAST: dict[str, Any] = {
-    "maker_fee_cents": 1, "taker_fee_cents": -2, "position_limit": 10**6,
-    "total_position_limit": 10**7, "underlying_position_limit": 10**6, "max_order_size": 100,
-    "max_orders_per_s": 10**6,
-}
 INSTRUMENTS = ("SPX_4500_CALL", "SPX_4400_PUT", "SPY")
 
 
@@ -143,16 +138,13 @@ ipc_dir = "{dir}/run"
 url = "{url}"
 batch_max_ms = 20
 resend_after_s = 1.0
-[game.roles.fast]
-{role}
 """
 
 
 class Processes:
     def __init__(self, directory: Path, db_url: str) -> None:
-        role = "\n".join(f"{k} = {v}" for k, v in FAST.items())
         self.path = directory / "itg.toml"
-        self.path.write_text(PROCESS_CONFIG.format(dir=directory, url=db_url, role=role))
+        self.path.write_text(PROCESS_CONFIG.format(dir=directory, url=db_url) + FAST_TOML)
         self.config = load_config(self.path, env={})
         self.log = open(directory / "services.log", "ab")  # noqa: SIM115 - closed in stop()
         self.running: list[subprocess.Popen[bytes]] = []

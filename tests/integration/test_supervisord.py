@@ -41,7 +41,7 @@ from common.messages import (
 from services.matcher.engine import Engine
 from services.matcher.journal import read_journal
 from services.supervisor import Proc, Supervisor
-from tests.conftest import wait_for
+from tests.conftest import FAST_TOML, wait_for
 
 ITG = str(Path(sys.executable).parent / "itg")
 CONFIG = """
@@ -59,14 +59,6 @@ url = "{db_url}"
 batch_max_ms = 20
 resend_after_s = 1.0
 position_snapshot_interval_s = 1.0
-[game.roles.fast]
-maker_fee_cents = 1
-taker_fee_cents = -2
-position_limit = 1000000
-total_position_limit = 10000000
-underlying_position_limit = 1000000
-max_order_size = 100
-max_orders_per_s = 1000000
 """
 RETRY = ("PROCESSING_TIMEOUT", "SERVICE_UNAVAILABLE")
 KILL_ORDER = ("dbwriter:dbwriter_0", "dbwriter:dbwriter_1", "matcher", "events", "simulator",
@@ -221,7 +213,7 @@ def test_every_service_killed_once_comes_back_and_nothing_acknowledged_is_lost(
 ) -> None:
     port = free_port()
     config_path = short_dir / "cluster.toml"
-    config_path.write_text(CONFIG.format(port=port, db_url=pg_url))
+    config_path.write_text(CONFIG.format(port=port, db_url=pg_url) + FAST_TOML)
     config = load_config(config_path, env={"ITG_DATA_DIR": str(short_dir)})
     base = f"http://127.0.0.1:{port}"
     bots = Bots(base)
