@@ -40,7 +40,7 @@ from common.records import AnyRecord
 from common.service import Context, Service
 from common.transport import recv_frames, send_frame
 from services.matcher import queries
-from services.matcher.disk import DiskThread
+from services.matcher.disk import DiskThread, open_disk
 from services.matcher.engine import Engine, Out
 from services.matcher.journal import JournalWriter, read_journal, record_bytes, repair_tail
 from services.matcher.replay import ReplayRings
@@ -72,7 +72,7 @@ class MatcherService(Service):
         self.outbox = self.records.outbox
         self.engine = self._recover()
         journal = JournalWriter(self.dir, self.engine.last_seq + 1, fsync=cfg.fsync)
-        self.disk = DiskThread(journal, self.dir, cfg.snapshots_kept)
+        self.disk = open_disk(journal, self.dir, cfg.snapshots_kept)
         self._batch = 0
         self._waiting: deque[_Batch] = deque()  # handed to the disk thread, not yet durable
         self._deferred: list[tuple[list[bytes], Message]] = []  # state queries held back
@@ -85,7 +85,8 @@ class MatcherService(Service):
         self.rpc = self.socket(ctx, "matcher_rpc", bind=True)
         self.on_readable(self.commands, self._drain)
         self.on_readable(self.rpc, self._serve)
-        self.on_readable(self.disk.wake_fd, self._publish_durable)
+        if isinstance(self.disk, DiskThread):
+            self.on_readable(self.disk.wake_fd, self._publish_durable)
 
     def last_seq(self) -> int:
         return self.engine.last_seq
@@ -128,8 +129,8 @@ class MatcherService(Service):
         self._run_batch(commands)
 
     def _run_batch(self, commands: list[tuple[Command, bytes]]) -> None:
-        """Apply and frame the commands, then hand them to the disk thread as one batch; their
-        events and records wait in `_waiting` until it is durable."""
+        """Apply and frame the commands, then hand them to the disk as one batch; their events
+        and records wait in `_waiting` until it is durable."""
         events: list[Out] = []
         journal = bytearray()
         for cmd, payload in commands:
@@ -138,6 +139,8 @@ class MatcherService(Service):
             self._batch += 1
             self.disk.submit(self._batch, bytes(journal))
             self._waiting.append(_Batch(self._batch, events, self.engine.take_records()))
+            if not isinstance(self.disk, DiskThread):  # written already: publish now
+                self._publish_durable()
 
     def _sequence(self, cmd: Command, payload: bytes, journal: bytearray) -> list[Out]:
         engine = self.engine

@@ -166,8 +166,9 @@ def test_replay_returns_a_teams_private_stream(client: MatcherClient) -> None:
     assert len(later.payloads) == 1
 
 
-def test_restart_recovers_from_snapshot_and_journal(tmp_path: Path) -> None:
-    config = make_config(tmp_path / "data", matcher={"snapshot_interval_s": 0.05})
+@pytest.mark.parametrize("fsync", [True, False], ids=["disk-thread", "inline"])
+def test_restart_recovers_from_snapshot_and_journal(tmp_path: Path, fsync: bool) -> None:
+    config = make_config(tmp_path / "data", matcher={"snapshot_interval_s": 0.05, "fsync": fsync})
     matcher_dir = tmp_path / "data" / "matcher"
     with Cluster(config, ["matcher"]) as cluster:
         client = MatcherClient(config, cluster.ctx)
