@@ -166,9 +166,10 @@ def create_app(gw: Gateway) -> FastAPI:
 
 
 def create_asgi(gw: Gateway) -> ASGIApp:
-    """What uvicorn serves: the FastAPI app behind the order fast path, every answer counted."""
+    """What uvicorn serves: the order fast path in front of the FastAPI app; every answer is
+    counted (the fast path counts its own, a wrapper around the app the rest)."""
     app = create_app(gw)
-    return ops.observed(app, OrderFastPath(app, Api(gw)))
+    return OrderFastPath(ops.observed(app), Api(gw), app.state.monitor)
 
 
 def _team_routes(app: FastAPI, api: Api) -> None:

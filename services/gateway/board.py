@@ -53,8 +53,10 @@ class Board:
         self.fair: dict[str, tuple[int, float]] = {}  # option -> (ticks, delta)
         self.spots: dict[str, int] = {}  # underlying -> ticks
         self.news: deque[Data] = deque(maxlen=NEWS_KEPT)
-        self.tape: deque[Data] = deque(maxlen=TAPE)
-        self.by_instrument: dict[str, deque[Data]] = {}
+        # trades are kept as they came and shaped (trade_row) only when shown: they come at the
+        # exchange's full rate, spectators see at most the last TAPE per update
+        self.tape: deque[TradePrint] = deque(maxlen=TAPE)
+        self.by_instrument: dict[str, deque[TradePrint]] = {}
         self.tick = 0
         self.game_s = 0.0
         self._clock: deque[tuple[float, float]] = deque()  # (wall s, game s) recent ticks
@@ -127,13 +129,10 @@ class Board:
                 changed[iid] = fair_view(ticks, delta)
 
     def _trade(self, t: TradePrint) -> None:
-        row = {"trade_id": t.trade_id, "instrument_id": t.instrument_id,
-               "price": price(t.price), "quantity": t.quantity, "aggressor": t.aggressor,
-               "time": iso(t.ts_ns)}
-        self.tape.append(row)
+        self.tape.append(t)
         self.by_instrument.setdefault(t.instrument_id, deque(maxlen=TAPE_PER_INSTRUMENT)
-                                      ).append(row)
-        self.changed.setdefault("trades", []).append(row)
+                                      ).append(t)
+        self.changed.setdefault("trades", []).append(t)
 
     def _news(self, n: News) -> None:
         row = {"news_id": n.news_id, "tick": n.tick, "game_s": n.game_s,
@@ -191,7 +190,8 @@ class Board:
     def snapshot(self) -> Data:
         return {"underlying": self.history(), "spots": self.spot_view(),
                 "fair": {iid: fair_view(*v) for iid, v in self.fair.items()},
-                "news": list(self.news), "tape": list(self.tape), "clock": self.clock(),
+                "news": list(self.news), "tape": [trade_row(t) for t in self.tape],
+                "clock": self.clock(),
                 "regimes": self.regimes()}
 
     def spot_view(self) -> dict[str, Any]:
@@ -207,7 +207,18 @@ class Board:
             changed["spots"] = self.spot_view()
         if changed.pop("regimes", None):
             changed["regimes"] = self.regimes()
+        if "trades" in changed:  # older ones would scroll off the tape at once
+            changed["trades"] = [trade_row(t) for t in changed["trades"][-TAPE:]]
         return changed, books
+
+    def trades_of(self, instrument_id: str) -> list[Data]:
+        """The instrument's recent trades, newest first."""
+        return [trade_row(t) for t in reversed(self.by_instrument.get(instrument_id, ()))]
+
+
+def trade_row(t: TradePrint) -> Data:
+    return {"trade_id": t.trade_id, "instrument_id": t.instrument_id, "price": price(t.price),
+            "quantity": t.quantity, "aggressor": t.aggressor, "time": iso(t.ts_ns)}
 
 
 def fair_view(ticks: int, delta: float) -> Data:

@@ -173,7 +173,7 @@ class Dashboard:
     def depth(self, iid: str) -> str:
         book = self.gw.mirror.books.get(iid)
         bids, asks = book.top(DEPTH) if book is not None else ([], [])
-        trades = list(self.board.by_instrument.get(iid, ()))[::-1]
+        trades = self.board.trades_of(iid)
         return _frame("depth", {
             "instrument_id": iid, "bids": [(views.price(p), q) for p, q in bids],
             "asks": [(views.price(p), q) for p, q in asks], "trades": trades,

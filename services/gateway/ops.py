@@ -3,9 +3,9 @@ seq) and GET /metrics (Prometheus text format), and what feeds them.
 
 Sources, all inside the gateway: the heartbeats on the public feeds (a tap on the bridge's
 feeds), this gateway's commands to the matcher (timed per hop: sent -> sequenced by the matcher
--> answer back), what it answered over HTTP (an ASGI wrapper outside the order fast path, so
-orders and rejects by code include the gateway's own checks), the public trade tape, and what
-the DB writers committed (read from the database, see dbwatch.py).
+-> answer back), what it answered over HTTP (the order fast path reports its answers, an ASGI
+wrapper those of the app, so orders and rejects by code include the gateway's own checks), the
+public trade tape, and what the DB writers committed (read from the database, see dbwatch.py).
 """
 
 from __future__ import annotations
@@ -263,8 +263,10 @@ def _route(path: str) -> str:
 
 
 class Observed:
-    """ASGI wrapper outside everything (the order fast path included): times and counts every
-    HTTP answer, and keeps the body of order answers to count rejects by code."""
+    """ASGI wrapper around the FastAPI app: times and counts every HTTP answer, and keeps the
+    body of order answers to count rejects by code. (The order fast path, in front of it,
+    reports its own answers to `Monitor.answered`: a wrapper costs it a closure and two more
+    awaits per order.)"""
 
     def __init__(self, app: ASGIApp, monitor: Monitor) -> None:
         self.app = app
@@ -328,6 +330,6 @@ def install(app: FastAPI, gw: Gateway) -> Monitor:
     return monitor
 
 
-def observed(app: FastAPI, outer: ASGIApp) -> ASGIApp:
-    """`outer` (what uvicorn serves) wrapped so every HTTP answer is counted."""
-    return Observed(outer, app.state.monitor)
+def observed(app: FastAPI) -> ASGIApp:
+    """The app wrapped so every HTTP answer it gives is counted."""
+    return Observed(app, app.state.monitor)

@@ -41,7 +41,16 @@ class TeamStats:
     samples: int = 0
     edge: int = 0  # cents captured against the fair value at fill time
     history: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=HISTORY))
-    fills: deque[Data] = field(default_factory=lambda: deque(maxlen=FILLS))
+    # kept as they came and shaped only when a team's page is read: fills come at the
+    # exchange's full rate, the page is read now and then
+    fills: deque[ExecutionReport] = field(default_factory=lambda: deque(maxlen=FILLS))
+
+
+def fill_row(report: ExecutionReport) -> Data:
+    return {"time": iso(report.ts_ns), "order_id": report.order_id,
+            "instrument_id": report.instrument_id, "side": report.side,
+            "quantity": report.executed_quantity, "price": from_ticks(report.executed_price),
+            "liquidity": report.liquidity, "fee": from_ticks(report.fee)}
 
 
 def pnl(account: AccountReply, mark: Mark, instruments: Mapping[str, Instrument]
@@ -121,11 +130,7 @@ class Standings:
             sign = 1 if report.side == "buy" else -1
             stats.edge += (sign * (fair - report.executed_price) * report.executed_quantity
                            * _multiplier(self.instruments, report.instrument_id))
-        stats.fills.append({
-            "time": iso(report.ts_ns), "order_id": report.order_id,
-            "instrument_id": report.instrument_id, "side": report.side,
-            "quantity": report.executed_quantity, "price": from_ticks(report.executed_price),
-            "liquidity": report.liquidity, "fee": from_ticks(report.fee)})
+        stats.fills.append(report)
 
     def update(self, account: AccountReply, mark: Mark, now_s: int) -> None:
         stats = self.teams.get(account.team_id)
@@ -205,7 +210,7 @@ class Standings:
         row = self.row(stats, mark, delta, full=True)
         row["rank"] = next((rank for rank, s in self.ranked() if s is stats), None)
         return {"team": row, "holdings": holdings,
-                "orders": orders, "fills": list(stats.fills)[::-1],
+                "orders": orders, "fills": [fill_row(r) for r in reversed(stats.fills)],
                 "history": [(t, from_ticks(c)) for t, c in stats.history]}
 
     def _is_option(self, iid: str) -> bool:

@@ -22,7 +22,7 @@ from common.messages import (
     UnderlyingTick,
     encode,
 )
-from services.gateway.board import Board
+from services.gateway.board import TAPE, TAPE_PER_INSTRUMENT, Board
 from services.gateway.scores import Standings, pnl, quoted_share
 from tests.conftest import make_config
 
@@ -86,6 +86,22 @@ def test_frames_become_tape_news_and_dirty_books(tmp_path: Path) -> None:
     assert changes["trades"][0]["price"] == Decimal("440.12")
     assert changes["news"][0]["headline"] == "Strong jobs report"
     assert b.take_changes() == ({}, set())
+
+
+def test_a_burst_of_trades_reaches_spectators_as_the_tape_holds_it(tmp_path: Path) -> None:
+    b = board(tmp_path)
+    b.take_changes()
+    for n in range(TAPE + 40):
+        b.feed(topics.trade("SPY"), encode(TradePrint(
+            trade_id=f"T{n}", instrument_id="SPY", price=44_000 + n, quantity=1,
+            aggressor="sell", ts_ns=1_700_000_000_000_000_000 + n)))
+    changes, _ = b.take_changes()
+    ids = [t["trade_id"] for t in changes["trades"]]
+    assert ids == [f"T{n}" for n in range(40, TAPE + 40)]  # the newest TAPE, oldest first
+    assert [t["trade_id"] for t in b.snapshot()["tape"]] == ids
+    newest = b.trades_of("SPY")
+    assert len(newest) == TAPE_PER_INSTRUMENT and newest[0]["trade_id"] == f"T{TAPE + 39}"
+    assert newest[0]["price"] == Decimal("443.39") and b.trades_of("SPX") == []
 
 
 def test_underlying_points_are_whole_game_seconds_never_going_back(tmp_path: Path) -> None:
