@@ -28,6 +28,10 @@ from services.gateway import views
 log = logging.getLogger(__name__)
 
 GOING_AWAY, POLICY, TRY_AGAIN, INTERNAL = 1001, 1008, 1013, 1011
+# A sender with a backlog lets the rest of the loop in after this many messages: often enough
+# to keep everyone's latency low, seldom enough that the yields cost little (one per message
+# was ~1% of the gateway's CPU at full rate).
+YIELD_EVERY = 16
 
 
 class Item(NamedTuple):
@@ -174,6 +178,7 @@ class Connection:
 
     async def send_loop(self) -> None:
         send, session, queue = self.ws.send, self.session, self.queue
+        burst = 0
         try:
             while True:
                 while not queue:
@@ -182,6 +187,7 @@ class Connection:
                         await send({"type": "websocket.close", "code": code, "reason": reason})
                         return
                     self.wake.clear()
+                    burst = 0
                     await self.wake.wait()
                 it = queue.popleft()
                 seq = session.next_seq
@@ -191,7 +197,9 @@ class Connection:
                 await send({"type": "websocket.send", "text": (
                     f'{{"seq":{seq},"type":"{it.type}","timestamp":"{it.timestamp}",'
                     f'"data":{it.data}}}')})
-                if queue:  # a send that need not wait never yields: let others in
+                burst += 1
+                if queue and burst >= YIELD_EVERY:  # a send that need not wait never yields
+                    burst = 0
                     await asyncio.sleep(0)
         except Exception as exc:  # the client went away mid-send (WebSocketDisconnect et al.)
             log.debug("WebSocket send to %s ended: %r", self.team_id, exc)
