@@ -1,5 +1,6 @@
 """Decimal <-> integer tick conversion, done strictly and in one place."""
 
+import math
 from decimal import Decimal, InvalidOperation
 
 TICKS_PER_UNIT = 100  # prices and money are integer cents inside the system
@@ -23,3 +24,19 @@ def to_ticks(value: str | int | float | Decimal) -> int:
 
 def from_ticks(ticks: int) -> Decimal:
     return Decimal(ticks) / TICKS_PER_UNIT
+
+
+def float_to_ticks(value: float) -> int:
+    """A JSON number, as parsed to a float, -> ticks: what `to_ticks(Decimal(repr(value)))` gives
+    (the float's shortest decimal form must be on the tick), without Decimal: an order's price
+    is parsed on the gateway's hot path.
+
+    A float is on the tick exactly when it is the float nearest k/100 for the k nearest
+    value * 100, and int / int is correctly rounded, so `k / 100 == value` tests just that.
+    Exact for |value| < 2**50 / 100; above that no price is in range anyway."""
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    ticks = round(value * TICKS_PER_UNIT)
+    if ticks / TICKS_PER_UNIT != value:
+        raise ValueError(f"{value!r} is not a multiple of the tick 0.01")
+    return ticks

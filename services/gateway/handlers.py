@@ -8,7 +8,6 @@ and details. Everything else (instrument, phase, position limits...) is the matc
 from __future__ import annotations
 
 import secrets
-from decimal import Decimal
 from typing import Any
 
 from common.messages import (
@@ -22,7 +21,7 @@ from common.messages import (
     Response,
     TeamInfo,
 )
-from common.money import to_ticks
+from common.money import float_to_ticks
 from services.gateway import views
 from services.gateway.auth import key_hash, new_key
 from services.gateway.bridge import BusTimeout, BusUnavailable
@@ -111,7 +110,7 @@ def _ticks(price: float | None, max_ticks: int) -> int | tuple[str, str, Body] |
     if price is None:
         return None
     try:
-        ticks = to_ticks(Decimal(repr(price)))
+        ticks = float_to_ticks(price)
     except ValueError:
         return "INVALID_PRICE", "Price must be a multiple of the tick 0.01", {
             "price": price, "tick": 0.01}

@@ -1,0 +1,53 @@
+"""Ticks from prices: the gateway's float path agrees with the strict Decimal one."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from common.money import float_to_ticks, from_ticks, to_ticks
+
+
+def strict(value: float) -> int | None:
+    try:
+        return to_ticks(Decimal(repr(value)))
+    except ValueError:
+        return None
+
+
+def fast(value: float) -> int | None:
+    try:
+        return float_to_ticks(value)
+    except ValueError:
+        return None
+
+
+@given(st.integers(-10**12, 10**12))
+def test_every_price_on_the_tick_is_taken_exactly(ticks: int) -> None:
+    assert float_to_ticks(ticks / 100) == ticks
+    assert float_to_ticks(float(str(from_ticks(ticks)))) == ticks  # as a JSON parser reads it
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: abs(v) < 1e12 or
+                                                             v != v or abs(v) == float("inf")))
+@example(0.1 + 0.2)  # 0.30000000000000004: off the tick, though it prints close to 0.30
+@example(100.005)
+@example(-0.0)
+@example(1e-300)
+def test_any_float_gets_the_strict_answer(value: float) -> None:
+    assert fast(value) == strict(value)
+
+
+@given(st.integers(-10**6, 10**6), st.integers(1, 99))
+def test_a_third_decimal_is_refused(cents: int, thousandths: int) -> None:
+    value = float(f"{cents / 100:.2f}{thousandths % 10 or 1}")
+    assert fast(value) is None and strict(value) is None
+
+
+def test_non_numbers_are_refused() -> None:
+    for value in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            float_to_ticks(value)
