@@ -16,6 +16,7 @@ run: $(STAMP)
 	$(BIN)/itg up --demo-bots
 
 test: $(STAMP)
+	bash scripts/test-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
