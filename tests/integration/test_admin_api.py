@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from services.launcher import Cluster
-from tests.conftest import make_config, wait_for
+from tests.conftest import wait_for
 from tests.integration.gw import Exchange, running
 
 ADMIN = "admin-key-for-the-tests-0001"
@@ -20,18 +19,14 @@ HEADERS = {"X-Admin-Key": ADMIN}
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
-    config = make_config(
-        tmp_path_factory.mktemp("admin") / "data",
-        gateway={"port": 0, "admin_key": ADMIN, "dashboard_interval_s": 0.05,
+    with running(
+        tmp_path_factory.mktemp("admin") / "data", ("matcher", "simulator", "events", "gateway"),
+        gateway={"admin_key": ADMIN, "dashboard_interval_s": 0.05,
                  "leaderboard_interval_s": 0.1},
-        bus={"heartbeat_s": 0.05}, matcher={"fsync": False},
-        simulator={"speed": 50.0, "retail_orders_per_tick": 0.0, "status_log_s": 0.0})
-    with Cluster(config, ["matcher", "simulator", "events", "gateway"]) as cluster:
-        ex = Exchange(cluster)
-        try:
-            yield ex
-        finally:
-            ex.http.close()
+        matcher={"fsync": False},
+        simulator={"speed": 50.0, "retail_orders_per_tick": 0.0, "status_log_s": 0.0},
+    ) as ex:
+        yield ex
 
 
 def post(ex: Exchange, path: str, body: Any = None, **kw: Any) -> Any:

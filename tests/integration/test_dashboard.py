@@ -20,8 +20,7 @@ from common.game_master import rpc_call
 from common.messages import FairValues, FeedSnapshot, SnapshotRequest, UnderlyingTick
 from common.transport import make_socket
 from services.launcher import Cluster
-from tests.conftest import make_config
-from tests.integration.gw import Exchange, Team
+from tests.integration.gw import Exchange, Team, running
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -32,19 +31,15 @@ VIEWPORT = {"width": 1440, "height": 900}
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
-    config = make_config(
-        tmp_path_factory.mktemp("dash") / "data",
-        gateway={"port": 0, "admin_key": ADMIN, "regime_delay_s": 3.0,
-                 "dashboard_interval_s": 0.1, "leaderboard_interval_s": 0.2},
-        bus={"heartbeat_s": 0.05}, matcher={"fsync": False},
+    with running(
+        tmp_path_factory.mktemp("dash") / "data", ("matcher", "simulator", "events", "gateway"),
+        gateway={"admin_key": ADMIN, "regime_delay_s": 3.0, "dashboard_interval_s": 0.1,
+                 "leaderboard_interval_s": 0.2},
+        matcher={"fsync": False},
         simulator={"speed": 20.0, "retail_orders_per_tick": 0.0, "status_log_s": 0.0},
-        events={"news_mean_gap_s": 40.0, "news_min_gap_s": 10.0})
-    with Cluster(config, ["matcher", "simulator", "events", "gateway"]) as cluster:
-        ex = Exchange(cluster)
-        try:
-            yield ex
-        finally:
-            ex.http.close()
+        events={"news_mean_gap_s": 40.0, "news_min_gap_s": 10.0},
+    ) as ex:
+        yield ex
 
 
 @pytest.fixture(scope="module")
