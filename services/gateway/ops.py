@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from fastapi import APIRouter, FastAPI
@@ -44,6 +44,7 @@ _KNOWN = frozenset({"/", "/health", "/metrics", "/positions", "/exchange/orders"
                     "/openapi.json", "/docs", "/game/teams/register"})
 _BEAT = msgspec.msgpack.Decoder(Heartbeat)
 _TRADE = msgspec.msgpack.Decoder(TradePrint)
+T = TypeVar("T")
 
 
 @dataclass
@@ -128,20 +129,22 @@ class Monitor:
 
     def on_public(self, topic: bytes, payload: bytes) -> None:
         if topic.startswith(topics.HEARTBEAT):
-            try:
-                beat = _BEAT.decode(payload)
-            except msgspec.DecodeError:
-                self.bad["heartbeat"] = self.bad.get("heartbeat", 0) + 1
-                return
-            self._beat(beat)
+            beat = self._read(_BEAT, payload, "heartbeat")
+            if beat is not None:
+                self._beat(beat)
         elif topic.startswith(topics.TRADE):
-            try:
-                trade = _TRADE.decode(payload)
-            except msgspec.DecodeError:
-                self.bad["trade"] = self.bad.get("trade", 0) + 1
-                return
-            self.trades.inc(trade.instrument_id)
-            self.contracts.inc(amount=trade.quantity)
+            trade = self._read(_TRADE, payload, "trade")
+            if trade is not None:
+                self.trades.inc(trade.instrument_id)
+                self.contracts.inc(amount=trade.quantity)
+
+    def _read(self, decoder: msgspec.msgpack.Decoder[T], payload: bytes, kind: str) -> T | None:
+        """The frame decoded, or None: a malformed one is counted under `kind`."""
+        try:
+            return decoder.decode(payload)
+        except msgspec.DecodeError:
+            self.bad[kind] = self.bad.get(kind, 0) + 1
+            return None
 
     def _beat(self, beat: Heartbeat) -> None:
         known = self.beats.get(beat.service)
