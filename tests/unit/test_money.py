@@ -31,8 +31,8 @@ def test_every_price_on_the_tick_is_taken_exactly(ticks: int) -> None:
     assert float_to_ticks(float(str(from_ticks(ticks)))) == ticks  # as a JSON parser reads it
 
 
-@given(st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: abs(v) < 1e12 or
-                                                             v != v or abs(v) == float("inf")))
+@given(st.one_of(st.floats(-1e12, 1e12), st.sampled_from([float("nan"), float("inf"),
+                                                          -float("inf")])))
 @example(0.1 + 0.2)  # 0.30000000000000004: off the tick, though it prints close to 0.30
 @example(100.005)
 @example(-0.0)
@@ -41,9 +41,9 @@ def test_any_float_gets_the_strict_answer(value: float) -> None:
     assert fast(value) == strict(value)
 
 
-@given(st.integers(-10**6, 10**6), st.integers(1, 99))
-def test_a_third_decimal_is_refused(cents: int, thousandths: int) -> None:
-    value = float(f"{cents / 100:.2f}{thousandths % 10 or 1}")
+@given(st.integers(-10**6, 10**6), st.integers(1, 9))
+def test_a_third_decimal_is_refused(cents: int, digit: int) -> None:
+    value = float(f"{cents / 100:.2f}{digit}")
     assert fast(value) is None and strict(value) is None
 
 
