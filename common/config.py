@@ -8,6 +8,7 @@ be, else taken as a string), e.g. ITG_MATCHER__SNAPSHOT_INTERVAL_S=5, ITG_BUS__T
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -24,6 +25,12 @@ log = logging.getLogger(__name__)
 PHASES = ("pre_open", "opening_auction", "continuous", "closed")
 ORDER_TYPES = ("limit", "market")
 SERVICES = ("dbwriter", "matcher", "simulator", "events", "gateway")
+
+
+def _positive(**values: float) -> None:
+    """Each value finite and > 0; NaN slips through a plain `<= 0` test."""
+    if bad := [k for k, v in values.items() if not (math.isfinite(v) and v > 0)]:
+        raise ValueError(f"must be positive and finite: {', '.join(bad)}")
 
 
 class ConfigError(ValueError):
@@ -118,7 +125,10 @@ class GameConfig(_Section, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.initial_phase not in PHASES:
             raise ValueError(f"initial_phase must be one of {PHASES}")
+        _positive(max_price=self.max_price)
         to_ticks(self.max_price)
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
 
     @property
     def max_price_ticks(self) -> int:
@@ -135,8 +145,9 @@ class MatcherConfig(_Section, frozen=True, kw_only=True):
     snapshots_kept: int = 2
 
     def __post_init__(self) -> None:
-        if self.snapshot_interval_s <= 0 or self.max_batch < 1 or self.replay_ring < 1:
-            raise ValueError("snapshot_interval_s, max_batch and replay_ring must be positive")
+        _positive(snapshot_interval_s=self.snapshot_interval_s, max_batch=self.max_batch,
+                  replay_ring=self.replay_ring, md_replay_ring=self.md_replay_ring,
+                  book_depth=self.book_depth, snapshots_kept=self.snapshots_kept)
 
 
 class BusConfig(_Section, frozen=True, kw_only=True):
@@ -152,6 +163,7 @@ class BusConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("transport must be inproc, ipc or tcp")
         if not 1024 <= self.tcp_base_port <= 65000:
             raise ValueError("tcp_base_port must be within 1024..65000")
+        _positive(heartbeat_s=self.heartbeat_s)
 
 
 class GatewayConfig(_Section, frozen=True, kw_only=True):
@@ -180,17 +192,19 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("port must be within 0..65535")
         if self.admin_key and (len(self.admin_key) < 16 or not self.admin_key.isascii()):
             raise ValueError("admin_key: at least 16 ASCII characters (or \"\" for no admin API)")
-        if min(self.dashboard_interval_s, self.leaderboard_interval_s) <= 0 or not (
-                0 <= self.regime_delay_s < float("inf")):
-            raise ValueError("dashboard intervals must be positive, regime_delay_s >= 0")
+        if not 0 <= self.regime_delay_s < float("inf"):
+            raise ValueError("regime_delay_s must be >= 0 and finite")
         if len(self.id) > 32 or not all(c.isalnum() or c in "-_" for c in self.id):
             raise ValueError("id: at most 32 letters, digits, '-' or '_'")
-        positive = (self.request_timeout_s, self.start_timeout_s, self.max_body_bytes,
-                    self.max_ws_frame_bytes, self.ws_queue_size, self.ws_close_timeout_s,
-                    self.md_interval_s, self.session_ttl_s, self.session_window,
-                    self.auth_cache_size)
-        if min(positive) <= 0 or self.negative_auth_ttl_s < 0:
-            raise ValueError("timeouts, limits and sizes must be positive")
+        _positive(request_timeout_s=self.request_timeout_s, start_timeout_s=self.start_timeout_s,
+                  max_body_bytes=self.max_body_bytes, max_ws_frame_bytes=self.max_ws_frame_bytes,
+                  ws_queue_size=self.ws_queue_size, ws_close_timeout_s=self.ws_close_timeout_s,
+                  md_interval_s=self.md_interval_s, session_ttl_s=self.session_ttl_s,
+                  session_window=self.session_window, auth_cache_size=self.auth_cache_size,
+                  dashboard_interval_s=self.dashboard_interval_s,
+                  leaderboard_interval_s=self.leaderboard_interval_s)
+        if not 0 <= self.negative_auth_ttl_s < float("inf"):
+            raise ValueError("negative_auth_ttl_s must be >= 0 and finite")
 
 
 class DbConfig(_Section, frozen=True, kw_only=True):
@@ -202,8 +216,10 @@ class DbConfig(_Section, frozen=True, kw_only=True):
     max_pending_records: int = 2_000_000  # past this, a producer warns: the DB is falling behind
 
     def __post_init__(self) -> None:
-        if self.batch_max_rows < 1 or self.batch_max_ms <= 0 or self.resend_after_s <= 0:
-            raise ValueError("batch_max_rows, batch_max_ms and resend_after_s must be positive")
+        _positive(batch_max_rows=self.batch_max_rows, batch_max_ms=self.batch_max_ms,
+                  resend_after_s=self.resend_after_s,
+                  position_snapshot_interval_s=self.position_snapshot_interval_s,
+                  max_pending_records=self.max_pending_records)
 
 
 class Config(_Section, frozen=True, kw_only=True):
@@ -233,8 +249,11 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         path = name[4:].lower().split("__")
         node = tree
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1], start=1):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                table = "ITG_" + "__".join(path[:depth]).upper()
+                raise ConfigError(f"{name}: {table} is also set, to a value, not a table")
         node[path[-1]] = _parse_literal(raw)
     return tree
 
@@ -270,6 +289,9 @@ def load_config(
             raw = tomllib.loads(Path(path).read_text())
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path}: not UTF-8 text ({exc.reason} at byte "
+                              f"{exc.start})") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from exc
     raw = _merge(_merge(raw, _env_overrides(env)), overrides or {})

@@ -1,0 +1,49 @@
+"""A bad config fails at load, with a message naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.config import ConfigError, load_config
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("matcher", "snapshot_interval_s", NAN),
+    ("matcher", "snapshot_interval_s", INF),
+    ("matcher", "snapshots_kept", 0),
+    ("matcher", "md_replay_ring", -1),
+    ("matcher", "book_depth", 0),
+    ("bus", "heartbeat_s", NAN),
+    ("bus", "heartbeat_s", 0.0),
+    ("gateway", "request_timeout_s", NAN),
+    ("gateway", "negative_auth_ttl_s", INF),
+    ("gateway", "dashboard_interval_s", NAN),
+    ("gateway", "regime_delay_s", NAN),
+    ("db", "batch_max_ms", NAN),
+    ("db", "resend_after_s", NAN),
+    ("db", "position_snapshot_interval_s", -5.0),
+    ("db", "max_pending_records", 0),
+    ("game", "max_price", 0.0),
+    ("game", "seed", -1),
+])
+def test_a_value_out_of_range_fails_at_load_naming_the_key(section: str, key: str,
+                                                           value: Any) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_config(env={}, overrides={section: {key: value}})
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b"\xff\xfe[matcher]\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path, env={})
+
+
+def test_an_env_override_below_a_plain_value_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="ITG_MATCHER__MAX_BATCH: ITG_MATCHER is also set"):
+        load_config(env={"ITG_MATCHER": "5", "ITG_MATCHER__MAX_BATCH": "3"})
