@@ -94,7 +94,7 @@ class Producer:
         while self.acks.poll(1):
             ack = decode_frame(recv_frames(self.acks)[-1])
             assert isinstance(ack, BatchAck)
-            self.outbox.ack(ack.last_seq)
+            self.outbox.ack(ack.first_seq, ack.last_seq)
             self.acked_at[ack.last_seq] = time.time_ns()
 
     def drain(self, timeout: float = 120) -> None:

@@ -9,6 +9,8 @@ twice never stores a row twice. The DB is never on the trading path: records onl
 from __future__ import annotations
 
 import logging
+import time
+from itertools import islice
 
 import zmq
 
@@ -23,6 +25,10 @@ _NOBLOCK = int(zmq.NOBLOCK)
 
 
 _HOLD_S = 0.005  # no writer took a batch: offer them again after this, not on every call
+# Batches handed to writers and not acknowledged yet. Bounded: after a DB outage the backlog
+# goes out as fast as writers store it, instead of every batch at once (re-sent every
+# resend_after_s while it still sat in a writer's queue, the duplicates outgrew the backlog).
+IN_FLIGHT_MAX = 64
 
 
 class Outbox:
@@ -30,7 +36,12 @@ class Outbox:
 
     Each batch is encoded once, when it closes. Batches no writer has taken yet go first, in
     seq order; taken ones wait in the order they were last taken, so finding those due for a
-    re-send stops at the first that is not (the DB may lag by thousands of batches)."""
+    re-send stops at the first that is not (the DB may lag by thousands of batches).
+
+    A closed batch is kept only as its frame (bytes) and its record count: a backlog of
+    millions of records during a DB outage is then invisible to the garbage collector. Kept
+    as record objects, every full collection walked them all, and the matcher ran 25% slower
+    with 1.5 million waiting."""
 
     def __init__(self, stream: str, config: DbConfig) -> None:
         self.stream = stream
@@ -40,8 +51,8 @@ class Outbox:
         self._warn_at = config.max_pending_records
         self._open: list[AnyRecord] = []
         self._opened_at = 0.0
-        self._unsent: dict[int, tuple[RecordBatch, bytes]] = {}  # top seq -> (batch, frame)
-        self._taken: dict[int, tuple[float, RecordBatch, bytes]] = {}  # top -> (taken at, ...)
+        self._unsent: dict[int, tuple[int, bytes]] = {}  # top seq -> (records, frame)
+        self._taken: dict[int, tuple[float, int, bytes]] = {}  # top -> (taken at, records, frame)
         self._hold_until = float("-inf")
         self.pending_records = 0
 
@@ -54,46 +65,71 @@ class Outbox:
             log.warning("%s: %d records wait for the DB writers", self.stream, self._warn_at)
 
     def due(self, now: float) -> list[tuple[int, bytes]]:
-        """(top seq, frame) of each batch to hand to a writer now: full or old enough new
-        ones, any not taken yet, and taken ones left unacknowledged for `resend_after_s`."""
-        while self._open and (len(self._open) >= self._max_rows
-                              or now - self._opened_at >= self._max_wait):
-            records, self._open = self._open[: self._max_rows], self._open[self._max_rows :]
-            batch = RecordBatch(stream=self.stream, records=records)
-            self._unsent[records[-1].seq] = (batch, encode_frame(batch))
+        """(top seq, frame) of the batches to hand to a writer now: (full or old enough) new
+        ones while fewer than IN_FLIGHT_MAX are in flight, then taken ones left unacknowledged
+        for `resend_after_s`, oldest first."""
+        if self._open:
+            self._close_batches(now)
         if now < self._hold_until:
             return []
-        out = [(top, frame) for top, (_, frame) in self._unsent.items()]
-        for top, (taken, _, frame) in self._taken.items():
+        room = max(0, IN_FLIGHT_MAX - len(self._taken))
+        out = [(top, frame) for top, (_, frame) in islice(self._unsent.items(), room)]
+        for top, (taken, _, frame) in self._taken.items():  # at most IN_FLIGHT_MAX of them
             if now - taken < self._resend_after:
                 break
             out.append((top, frame))
         return out
 
+    def _close_batches(self, now: float) -> None:
+        """Full batches close; so does the rest once the oldest has waited `batch_max_ms`."""
+        records, rows = self._open, self._max_rows
+        end = len(records) if now - self._opened_at >= self._max_wait else (
+            len(records) - len(records) % rows)
+        for start in range(0, end, rows):  # slices of one list: linear in a long backlog
+            self._close(records[start : start + rows])
+        self._open = records[end:]
+
+    def _close(self, records: list[AnyRecord]) -> None:
+        frame = encode_frame(RecordBatch(stream=self.stream, records=records))
+        self._unsent[records[-1].seq] = (len(records), frame)
+
     def taken(self, top: int, now: float) -> None:
         """A writer took the batch ending at `top`: it goes out again if no ack comes."""
         unsent = self._unsent.pop(top, None)
-        batch, frame = unsent if unsent is not None else self._taken.pop(top)[1:]
-        self._taken[top] = (now, batch, frame)
+        count, frame = unsent if unsent is not None else self._taken.pop(top)[1:]
+        self._taken[top] = (now, count, frame)
 
     def refused(self, now: float) -> None:
         """No writer could take a batch (none connected, or all full): hold for a moment."""
         self._hold_until = now + _HOLD_S
 
-    def ack(self, last_seq: int) -> None:
-        taken, unsent = self._taken.pop(last_seq, None), self._unsent.pop(last_seq, None)
-        batch = taken[1] if taken else unsent[0] if unsent else None
-        if batch is not None:
-            self.pending_records -= len(batch.records)
+    def ack(self, first_seq: int, last_seq: int) -> None:
+        """The batch first_seq..last_seq is stored. Batches are gap-free seq ranges, so a
+        batch's count names its first seq; an ack for another range (cut before a restart)
+        clears nothing, and that batch simply goes out again."""
+        taken, unsent = self._taken.get(last_seq), self._unsent.get(last_seq)
+        count = taken[1] if taken else unsent[0] if unsent else 0
+        if count and last_seq - count + 1 == first_seq:
+            self._taken.pop(last_seq, None)
+            self._unsent.pop(last_seq, None)
+            self.pending_records -= count
 
-    def pending(self) -> list[AnyRecord]:
-        """Every record not yet acknowledged, in seq order (what a snapshot must keep)."""
-        batches = [b for b, _ in self._unsent.values()] + [b for _, b, _ in self._taken.values()]
-        batches.sort(key=lambda b: b.records[0].seq)
-        return [r for b in batches for r in b.records] + self._open
+    def pending(self) -> tuple[list[bytes], list[AnyRecord]]:
+        """What a snapshot must keep: the frames of the closed batches not acknowledged yet,
+        in seq order, and the records of the batch still open (all of them after those)."""
+        frames = {top: frame for top, (_, frame) in self._unsent.items()}
+        frames.update((top, frame) for top, (_, _, frame) in self._taken.items())
+        return [frames[top] for top in sorted(frames)], list(self._open)
 
-    def restore(self, records: list[AnyRecord], now: float) -> None:
-        """After a restart: everything that may not be stored yet goes out again."""
+    def restore(self, frames: list[bytes], records: list[AnyRecord], now: float) -> None:
+        """After a restart: everything that may not be stored yet goes out again, the closed
+        batches cut as they were (an ack still on its way names them exactly)."""
+        for frame in frames:
+            batch = decode_frame(frame)
+            if not isinstance(batch, RecordBatch) or not batch.records:
+                raise ValueError("a snapshot's outbox frame is not a batch of records")
+            self._unsent[batch.records[-1].seq] = (len(batch.records), frame)
+            self.pending_records += len(batch.records)
         for record in records:
             self.add(record, now - self._max_wait)
 
@@ -108,7 +144,12 @@ class RecordLink:
         self._out = service.socket(ctx, records, bind=True)
         self._acks = service.socket(ctx, acks, bind=True)
         self._service = service
-        self.last_seq = 0  # of the records this producer numbered (fresh producers only)
+        # Producers that number their records afresh (simulator, events) start past anything
+        # a previous run of theirs numbered: writers insert idempotently on (stream, seq) and
+        # would silently keep an old row for a reused seq. Nanoseconds since the epoch grow
+        # faster than any producer numbers records (and fit a BIGINT for centuries); within a
+        # run the numbers stay gap-free.
+        self.last_seq = time.time_ns()
         service.on_readable(self._acks, self._take_acks)
 
     def add(self, record: AnyRecord, now: float) -> None:
@@ -139,6 +180,6 @@ class RecordLink:
                 self._service.count_bad("malformed", str(exc))
                 continue
             if isinstance(ack, BatchAck) and ack.stream == self.outbox.stream:
-                self.outbox.ack(ack.last_seq)
+                self.outbox.ack(ack.first_seq, ack.last_seq)
             else:
                 self._service.count_bad("unexpected", type(ack).__name__)

@@ -111,9 +111,12 @@ class RecordBatch(msgspec.Struct, tag_field="type", tag="rec_batch", kw_only=Tru
 
 
 class BatchAck(msgspec.Struct, tag_field="type", tag="rec_batch_ack", kw_only=True):
-    """A batch is committed: it is named by its stream and its highest seq."""
+    """A batch is committed: it is named by its stream and its seq range. Both ends, because
+    an ack can outlive a producer restart, after which batches may be cut differently: a
+    stale ack must not clear a longer batch that ends at the same seq."""
 
     stream: str
+    first_seq: int
     last_seq: int
 
 

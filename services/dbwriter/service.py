@@ -56,8 +56,8 @@ class DbWriterService(Service):
             return
         self.counters["batches"] += 1
         self.counters["records"] += len(batch.records)
-        top = batch.records[-1].seq if batch.records else 0
-        ack = BatchAck(stream=batch.stream, last_seq=top)
+        first, top = (batch.records[0].seq, batch.records[-1].seq) if batch.records else (0, 0)
+        ack = BatchAck(stream=batch.stream, first_seq=first, last_seq=top)
         send_frame(self._acks[batch.stream], b"ack", encode_frame(ack))
 
     def on_stop(self) -> None:

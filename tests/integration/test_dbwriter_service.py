@@ -71,7 +71,7 @@ def test_bad_frames_are_counted_and_the_writer_goes_on(
 ) -> None:
     _, cluster, records, acks = setup
     for junk in (b"\x00garbage", msgpack.packb({"type": "rec_batch", "stream": 5}),
-                 encode_frame(BatchAck(stream="matcher", last_seq=1)),
+                 encode_frame(BatchAck(stream="matcher", first_seq=1, last_seq=1)),
                  encode_frame(RecordBatch(stream="nobody", records=[]))):
         send_frame(records, b"rec", junk)
     send_frame(records, b"rec", encode_frame(RecordBatch(stream="matcher", records=[trade(1)])))

@@ -62,7 +62,7 @@ def sample_batch() -> records.RecordBatch:
 def test_batch_round_trips_through_msgpack() -> None:
     batch = sample_batch()
     assert records.decode_frame(records.encode_frame(batch)) == batch
-    ack = records.BatchAck(stream="matcher", last_seq=4)
+    ack = records.BatchAck(stream="matcher", first_seq=1, last_seq=4)
     assert records.decode_frame(records.encode_frame(ack)) == ack
 
 
