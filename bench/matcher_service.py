@@ -24,6 +24,7 @@ from common.config import Config, load_config
 from common.messages import Response, decode_events, encode
 from common.transport import recv_frames, send_frame
 
+STALL_S = 30  # no answer for this long: the matcher is gone, stop instead of waiting forever
 ROLE = """
 [game.roles.bench]
 {role}
@@ -50,14 +51,20 @@ def drive(client: MatcherClient, payloads: list[bytes], first: int, window: int,
     start = clock()
     interval = int(1e9 / rate) if rate else 0
     while answered < len(payloads):
+        blocked = True  # unless a paced send comes due: nothing to send until an answer
         while nxt < len(payloads) and nxt - answered < window:
             now = clock()
             if interval and now < start + nxt * interval:
+                blocked = False
                 break
             sent_at[nxt] = now
             send_frame(push, b"cmd", payloads[nxt])
             nxt += 1
-        while sub.poll(0 if nxt < len(payloads) else 1000):
+        # Block while the window is full: a client spinning on poll(0) takes the CPU that the
+        # matcher (on a 2-core machine) needs, and the figure measured the client instead.
+        if blocked and not sub.poll(STALL_S * 1000):
+            raise SystemExit(f"no answer from the matcher for {STALL_S} s ({answered} answered)")
+        while sub.poll(0):
             for response in decode_events(recv_frames(sub)[-1]):
                 if isinstance(response, Response) and response.req_id.isdigit():
                     latencies.append(clock() - sent_at[int(response.req_id) - first])

@@ -16,7 +16,7 @@ import msgspec
 from common.bus_client import MatcherClient
 from common.config import SERVICES, Config, ConfigError, load_config
 from common.messages import AccountQuery, AccountReply
-from common.service import run_process
+from common.service import freeze_heap, run_process
 from services import benchmarks, logfmt
 from services import cluster as cluster_cli
 from services.dbwriter.recover import differences, rebuild, table
@@ -81,6 +81,7 @@ def _up(config: Config, only: str | None, bots: int = 0) -> None:
     config = _admin_key(config)
     cluster_cli.check_services(config, names)
     with Cluster(config, names) as cluster:
+        freeze_heap()
         print(f"ITG exchange up: {', '.join(cluster.names)} (data in {config.data_dir}/). "
               "Ctrl-C stops it.", flush=True)
         _print_dashboard(cluster)
