@@ -20,6 +20,8 @@ from sqlalchemy.schema import CreateSchema, DropSchema
 from common.config import Config, load_config
 from common.messages import Command, Event, NewOrder, RegisterTeam
 from services.matcher.engine import Engine, Out
+from services.matcher.snapshots import load_latest_snapshot
+from services.matcher.state import EngineState, decode_state
 
 # A role for load tests: limits out of the way, fees as a market maker's.
 FAST: dict[str, Any] = {
@@ -55,6 +57,20 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str =
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
         time.sleep(0.01)
+
+
+def snapshot_from(data_dir: Path, last_seq: int, timeout: float = 10.0) -> EngineState:
+    """Wait for the matcher under `data_dir` to write a snapshot covering `last_seq`."""
+    found: list[EngineState] = []
+
+    def covered() -> bool:
+        data = load_latest_snapshot(data_dir / "matcher")
+        state = decode_state(data) if data is not None else None
+        found[:] = [state] if state is not None and state.last_seq >= last_seq else []
+        return bool(found)
+
+    wait_for(covered, timeout, what=f"a matcher snapshot at seq {last_seq} or later")
+    return found[0]
 
 
 def make_config(data_dir: Path, **overrides: Any) -> Config:

@@ -64,6 +64,14 @@ ORDER_ID, TRADE_ID = "ORD_%08d", "TRD_%08d"
 COID_WINDOW = 1_000
 
 
+class Answered(msgspec.Struct, array_like=True, gc=False):
+    """An accepted order's answer, kept for retries, with what was asked (instrument, side,
+    quantity, type, price): a retry asks the same; anything else reusing the id is refused."""
+
+    order: tuple[str, str, int, str, int | None]
+    response: Response
+
+
 class _Topics(dict[str, bytes]):
     """Topic per team or gateway id, built on first use (a hit is a plain dict lookup)."""
 
@@ -109,7 +117,7 @@ class Engine:
         self.teams: dict[str, Team] = {}
         self.accounts: dict[str, Account] = {}
         self.live: dict[str, Order] = {}  # resting orders by id, in acceptance order
-        self.coids: dict[str, dict[str, Response]] = {}  # team -> client_order_id -> answer
+        self.coids: dict[str, dict[str, Answered]] = {}  # team -> client_order_id -> answer
         self.seqs: dict[bytes, int] = {}
         self.marks: dict[str, int] = {}
         self.last_trades: dict[str, TradePrint] = {}
@@ -154,13 +162,15 @@ class Engine:
 
     def _respond(self, cmd: Command, ok: bool, code: str | None = None, message: str = "",
                  details: dict[str, Any] | None = None, order_id: str | None = None,
-                 result: OrderResult | TeamInfo | None = None) -> Response:
+                 result: OrderResult | TeamInfo | None = None, ts_ns: int = 0) -> Response:
+        """Answer the command's gateway; `ts_ns` only for an answer repeated from earlier."""
+        ts_ns = ts_ns or self._ts
         if not cmd.gw:  # no gateway, no reply: the answer is only kept (for client order ids)
-            return Response(req_id=cmd.req_id, ok=ok, code=code, message=message,
+            return Response(ts_ns=ts_ns, req_id=cmd.req_id, ok=ok, code=code, message=message,
                             details=details, order_id=order_id, result=result)
         topic, seqs = self._resp_topic[cmd.gw], self.seqs
         seqs[topic] = seq = seqs.get(topic, 0) + 1
-        response = Response(seq=seq, ts_ns=self._ts, epoch=self.epoch, req_id=cmd.req_id, ok=ok,
+        response = Response(seq=seq, ts_ns=ts_ns, epoch=self.epoch, req_id=cmd.req_id, ok=ok,
                             code=code, message=message, details=details, order_id=order_id,
                             result=result)
         self.out.append((topic, response))
@@ -178,7 +188,14 @@ class Engine:
             return
         coid = cmd.client_order_id
         if coid is not None and (prior := self.coids.get(cmd.team_id, {}).get(coid)):
-            self._respond(cmd, **_fields(prior, exclude=("req_id", "seq", "ts_ns", "epoch")))
+            if prior.order != _asked(cmd):
+                self._reject(cmd, Reject(
+                    "DUPLICATE_CLIENT_ORDER_ID", "client_order_id already used for another order",
+                    {"client_order_id": coid, "order_id": prior.response.order_id}))
+                return
+            # the original answer, at its original time: its effects were published then (a
+            # gateway that waits for market data up to an answer's time must not wait for more)
+            self._respond(cmd, **_fields(prior.response, exclude=("req_id", "seq", "epoch")))
             return
         reject = self.validator.check(cmd, acct, self._ts, self.phase, self.halted)
         if reject is None and cmd.order_type == "market" and not self.books[
@@ -234,7 +251,7 @@ class Engine:
         response = self._respond(cmd, ok=True, order_id=order.order_id, result=result)
         if order.client_order_id is not None:
             answers = self.coids.setdefault(team_id, {})
-            answers[order.client_order_id] = response
+            answers[order.client_order_id] = Answered(order=_asked(cmd), response=response)
             if len(answers) > COID_WINDOW:  # insertion order: the oldest id goes
                 del answers[next(iter(answers))]
 
@@ -400,7 +417,9 @@ class Engine:
         return MarketStatus(phase=self.phase, halted=sorted(self.halted))
 
     def _mark(self, cmd: PriceMark) -> None:
-        if cmd.instrument_id in self.instruments and cmd.price > 0:
+        # in the price range: a mark goes into every P&L, and a mark of 2**63 made the
+        # snapshot's encoding overflow (journaled, it killed every restart too)
+        if cmd.instrument_id in self.instruments and 0 < cmd.price <= self.game.max_price_ticks:
             self.marks[cmd.instrument_id] = cmd.price
             self._respond(cmd, ok=True)
         else:
@@ -430,6 +449,10 @@ def _result(order: Order, status: str | None = None) -> OrderResult:
     return OrderResult(order_id=order.order_id, client_order_id=order.client_order_id,
                        status=status, filled_quantity=order.filled,
                        remaining_quantity=order.remaining, notional=order.notional)
+
+
+def _asked(cmd: NewOrder) -> tuple[str, str, int, str, int | None]:
+    return cmd.instrument_id, cmd.side, cmd.quantity, cmd.order_type, cmd.price
 
 
 def _fields(struct: msgspec.Struct, exclude: tuple[str, ...]) -> dict[str, Any]:

@@ -109,15 +109,24 @@ def _records(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
 
 
 def repair_tail(directory: Path) -> int:
-    """Cut a torn or corrupt tail off the last segment; returns the bytes removed."""
+    """Cut a torn tail off the last segment; returns the bytes removed.
+
+    A torn write leaves garbage only after the last record written. A valid record after the
+    damage means damage inside what was already written, and acknowledged: that is refused
+    (JournalCorrupt), never cut."""
     found = segments(directory)
     if not found:
         return 0
     path = found[-1][1]
     data = path.read_bytes()
-    good = 0
-    for end, *_ in _records(data):
-        good = end
+    good, last_seq = 0, found[-1][0] - 1
+    for end, seq, *_ in _records(data):
+        good, last_seq = end, seq
+    if _valid_record_after(data, good, last_seq):
+        raise JournalCorrupt(
+            f"{path}: damaged record at offset {good} with valid records after it; not a torn "
+            f"write, so not cut. Inspect it; truncating the file to {good} bytes would drop "
+            f"every record from seq {last_seq + 1} on")
     if good < len(data):
         log.warning("journal %s: cutting %d torn bytes at offset %d", path, len(data) - good, good)
         with open(path, "r+b") as f:
@@ -125,6 +134,20 @@ def repair_tail(directory: Path) -> int:
             f.flush()
             os.fsync(f.fileno())
     return len(data) - good
+
+
+def _valid_record_after(data: bytes, start: int, last_seq: int) -> bool:
+    """Whether a record with a later seq than `last_seq` starts anywhere after `start`."""
+    for pos in range(start + 1, len(data) - _RECORD_HEAD + 1):
+        length, crc = _HEADER.unpack_from(data, pos)
+        end = pos + _RECORD_HEAD + length
+        if end > len(data):
+            continue
+        stamp = data[pos + _HEADER.size : pos + _RECORD_HEAD]
+        if zlib.crc32(data[pos + _RECORD_HEAD : end], zlib.crc32(stamp)) == crc and (
+                _STAMP.unpack(stamp)[0] > last_seq):
+            return True
+    return False
 
 
 def read_journal(directory: Path, after_seq: int = 0) -> Iterator[tuple[int, int, bytes]]:

@@ -9,7 +9,9 @@ the same thread, so every answer is consistent with the published stream.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -44,7 +46,7 @@ from services.matcher.disk import DiskThread, open_disk
 from services.matcher.engine import Engine, Out
 from services.matcher.journal import JournalWriter, read_journal, record_bytes, repair_tail
 from services.matcher.replay import ReplayRings
-from services.matcher.snapshots import load_latest_snapshot
+from services.matcher.snapshots import load_latest_snapshot, remove_partial_snapshots
 from services.matcher.state import decode_state, restore, snapshot_bytes
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,27 @@ class _Batch(NamedTuple):
     records: list[AnyRecord]
 
 
+def _lock(directory: Path) -> int:
+    """Hold the data directory for this matcher alone. A second matcher on the same directory
+    would repair the live journal's tail under the first and append the same seqs (over ipc
+    its bind even succeeds), so it stops here instead."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "matcher.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"another matcher is running on {directory}") from None
+    return fd
+
+
 class MatcherService(Service):
     name = "matcher"
 
     def on_start(self, ctx: Context) -> None:
         cfg = self.config.matcher
         self.dir = Path(self.config.data_dir) / "matcher"
+        self._lock = _lock(self.dir)
         self.rings = ReplayRings(cfg.replay_ring, cfg.md_replay_ring)
         self.records = RecordLink(self, ctx, "matcher")
         self.outbox = self.records.outbox
@@ -93,12 +110,13 @@ class MatcherService(Service):
 
     def _recover(self) -> Engine:
         engine = Engine(self.config.game, epoch=self.epoch)
+        remove_partial_snapshots(self.dir)
         snapshot = load_latest_snapshot(self.dir)
         now = time.monotonic()
         if snapshot is not None:
             state = decode_state(snapshot)
             restore(engine, state)
-            self.outbox.restore(state.unacked_records, now)
+            self.outbox.restore(state.unacked_batches, state.unacked_records, now)
         start = engine.last_seq
         if self.dir.exists():
             repair_tail(self.dir)
@@ -106,9 +124,10 @@ class MatcherService(Service):
                 cmd = decode(payload)
                 assert isinstance(cmd, Command)
                 for topic, event in engine.apply(cmd, seq, ts):
-                    self.rings.add(topic, event.seq, encode(event))
+                    self.rings.add(topic, event.seq, [encode(event)])
                 for record in engine.take_records():
                     self.outbox.add(record, now)
+        self.rings.start_at(engine.seqs)
         log.info("matcher recovered: snapshot at seq %d, replayed to seq %d", start,
                  engine.last_seq)
         return engine
@@ -148,30 +167,33 @@ class MatcherService(Service):
         try:
             out = engine.apply(cmd, seq, ts)
         except Exception:
-            self.counters["internal_errors"] += 1
-            log.exception("matcher: command %r failed; it is not journaled", cmd)
-            return []
+            # Fail-stop: the engine may have changed part of its state, and a command that is
+            # not journaled cannot be replayed; going on would publish what a restart cannot
+            # rebuild. Stopping keeps every durable batch; the restart starts from them.
+            log.critical("matcher: command %r failed at seq %d; stopping", cmd, seq)
+            raise
         journal += record_bytes(seq, ts, payload)
         self.counters["commands"] += 1
         return out
 
     def _publish_durable(self) -> None:
         durable = self.disk.durable_batch()
-        rings, now = self.rings, time.monotonic()
+        now = time.monotonic()
         frames: dict[bytes, list[bytes]] = {}  # one frame per topic for everything now durable
+        last: dict[bytes, int] = {}  # each topic's last seq in them
         while self._waiting and self._waiting[0].number <= durable:
             batch = self._waiting.popleft()
             for topic, event in batch.events:
-                payload = encode(event)
-                rings.add(topic, event.seq, payload)
                 # popped and put back: topics go out in the order of their LAST event, so a
                 # response never overtakes the events of its own command (they come before it)
                 group = frames.pop(topic, None) or []
-                group.append(payload)
+                group.append(encode(event))
                 frames[topic] = group
+                last[topic] = event.seq
             for record in batch.records:
                 self.outbox.add(record, now)
         for topic, payloads in frames.items():
+            self.rings.add(topic, last[topic], payloads)
             send_frame(self.md if topic.startswith(topics.MD) else self.private, topic,
                        join_events(payloads))
         self.records.send_due(now)
@@ -193,13 +215,16 @@ class MatcherService(Service):
     def snapshot(self) -> None:
         """Encoded here, consistent with the batches handed over so far (their records, not yet
         acknowledged, go in too); written by the disk thread after those batches."""
-        unacked = self.outbox.pending() + [r for b in self._waiting for r in b.records]
-        self.disk.snapshot(self.engine.last_seq, snapshot_bytes(self.engine, unacked))
+        frames, unacked = self.outbox.pending()
+        unacked += [r for b in self._waiting for r in b.records]
+        self.disk.snapshot(self.engine.last_seq, snapshot_bytes(self.engine, frames, unacked))
 
     def on_stop(self) -> None:
         if hasattr(self, "disk"):
             self.disk.close()
             self._publish_durable()
+        if hasattr(self, "_lock"):
+            os.close(self._lock)  # releases the lock
 
     # --- request/reply ---
 

@@ -39,6 +39,14 @@ def write_snapshot(directory: Path, seq: int, payload: bytes, keep: int = 2) -> 
     return final
 
 
+def remove_partial_snapshots(directory: Path) -> None:
+    """Temp files left by a crash during a snapshot write; for the matcher that owns the
+    directory (it holds its lock), before it writes any."""
+    for tmp in directory.glob("snapshot-*.tmp"):
+        log.warning("removing %s, left by a crash during a snapshot write", tmp)
+        tmp.unlink()
+
+
 def load_latest_snapshot(directory: Path) -> bytes | None:
     """Payload of the newest intact snapshot, or None when there is none."""
     for path in reversed(_snapshots(directory)):

@@ -9,14 +9,15 @@ from __future__ import annotations
 import hashlib
 
 import msgspec
+from msgspec.structs import replace
 
-from common.messages import Response, TradePrint, canonical
+from common.messages import TradePrint, canonical
 from common.records import AnyRecord
 from services.matcher.accounts import Account, Team
 from services.matcher.book import Order
-from services.matcher.engine import Engine
+from services.matcher.engine import Answered, Engine
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: client order id answers keep what was asked
 
 
 class EngineState(msgspec.Struct, kw_only=True):
@@ -29,12 +30,15 @@ class EngineState(msgspec.Struct, kw_only=True):
     teams: list[Team]
     accounts: list[Account]
     orders: list[Order]
-    coids: dict[str, dict[str, Response]]
+    coids: dict[str, dict[str, Answered]]
     seqs: dict[str, int]  # topic -> last seq
     marks: dict[str, int]
     last_trades: list[TradePrint]
     # Persistence records not yet acknowledged by a DB writer: the service's, kept here so a
-    # restart re-sends them (the journal after the snapshot regenerates the later ones).
+    # restart re-sends them (the journal after the snapshot regenerates the later ones). The
+    # outbox's closed batches stay the frames they are (oldest first); the records after them
+    # are loose.
+    unacked_batches: list[bytes] = []
     unacked_records: list[AnyRecord] = []
 
 
@@ -43,24 +47,32 @@ def capture(engine: Engine) -> EngineState:
     return decode_state(snapshot_bytes(engine))
 
 
-def snapshot_bytes(engine: Engine, unacked_records: list[AnyRecord] | None = None) -> bytes:
+def snapshot_bytes(engine: Engine, unacked_batches: list[bytes] | None = None,
+                   unacked_records: list[AnyRecord] | None = None) -> bytes:
     """The engine's state, encoded now (so it is consistent even if the engine runs on)."""
     state = _view(engine)
+    state.unacked_batches = unacked_batches or []
     state.unacked_records = unacked_records or []
     return encode_state(state)
 
 
 def _view(engine: Engine) -> EngineState:
-    """The state as a struct sharing the engine's live objects: encode it before they change."""
+    """The state as a struct sharing the engine's live objects: encode it before they change.
+
+    Kept events (retry answers, last trades) are stored without the epoch they were published
+    under: it names the process, not the state, and a restart replays them under a new one."""
     return EngineState(
         last_seq=engine.last_seq, last_ts=engine.last_ts, phase=engine.phase,
         halted=sorted(engine.halted),
         counters=engine.counters, teams=list(engine.teams.values()),
         accounts=list(engine.accounts.values()),
         orders=[o for book in engine.books.values() for o in book.live_orders()],
-        coids=engine.coids, seqs={t.decode(): n for t, n in engine.seqs.items()},
+        coids={team: {coid: replace(a, response=replace(a.response, epoch=0))
+                      for coid, a in answers.items()}
+               for team, answers in engine.coids.items()},
+        seqs={t.decode(): n for t, n in engine.seqs.items()},
         marks=engine.marks,
-        last_trades=list(engine.last_trades.values()),
+        last_trades=[replace(t, epoch=0) for t in engine.last_trades.values()],
     )
 
 
@@ -76,12 +88,15 @@ def restore(engine: Engine, state: EngineState) -> None:
     engine.coids, engine.marks = state.coids, state.marks
     engine.seqs = {t.encode(): n for t, n in state.seqs.items()}
     engine.last_trades = {t.instrument_id: t for t in state.last_trades}
-    for order in sorted(state.orders, key=lambda o: o.order_id):
+    # acceptance order: ids are numbered, and by length first "ORD_100000000" follows
+    # "ORD_99999999" (cancel-all and the close walk `live` in this order)
+    for order in sorted(state.orders, key=lambda o: (len(o.order_id), o.order_id)):
         engine.live[order.order_id] = order
     for order in state.orders:
         engine.books[order.instrument_id].rest(order)
     for book in engine.books.values():
         book.drain_changes()
+    engine.take_records()  # the fresh engine's house-team records: the snapshot had them
 
 
 def state_hash(engine: Engine, sequencing: bool = True) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from common.messages import (
     AccountQuery,
     AccountReply,
     BookDelta,
+    CancelAll,
     ErrorReply,
     Heartbeat,
     MarketSnapshot,
@@ -34,8 +37,10 @@ from common.messages import (
     decode_events,
     encode,
 )
+from common.service import FULL_COLLECTION_EVERY
 from common.transport import make_socket, recv_frames
 from services.launcher import Cluster
+from services.matcher.engine import Engine
 from services.matcher.service import MatcherService
 from tests.conftest import make_config, wait_for
 
@@ -234,3 +239,64 @@ def test_a_frame_holds_a_topics_events_and_no_response_overtakes_its_events(
         seqs = [e.seq for e in evs]  # type: ignore[attr-defined]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), topic
     sub.close(linger=0)
+
+
+@pytest.mark.parametrize("owns_process", [True, False], ids=["process", "thread"])
+def test_a_service_that_owns_its_process_freezes_its_heap_and_spaces_full_collections(
+        tmp_path: Path, owns_process: bool) -> None:
+    """run_process sets owns_process: the recovered state then leaves the collector's scans.
+    A service running as one thread of a bigger process (tests, itg up) leaves the heap to
+    the process's owner."""
+    service = MatcherService(make_config(tmp_path / "data"))
+    service.owns_process = owns_process
+    gc.unfreeze()
+    thresholds = gc.get_threshold()
+    thread = threading.Thread(target=service.run)
+    thread.start()
+    try:
+        assert service.ready.wait(10)
+        assert (gc.get_freeze_count() > 0) is owns_process
+        spaced = FULL_COLLECTION_EVERY if owns_process and thresholds[2] else thresholds[2]
+        assert gc.get_threshold()[2] == spaced
+    finally:
+        service.stop()
+        thread.join(10)
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def test_a_command_that_breaks_the_engine_stops_the_matcher_unjournaled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail-stop: whatever the failing command changed is never published nor journaled, and
+    the restart rebuilds the state of the commands before it."""
+    def boom(self: Engine, cmd: CancelAll) -> None:
+        self.accounts[cmd.team_id].cash += 1  # a half-applied change, then the failure
+        raise RuntimeError("engine bug")
+
+    config = make_config(tmp_path / "data")
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "_cancel_all", boom)  # before the engine binds its handlers
+        cluster = Cluster(config, ["matcher"])
+        cluster.start()
+        client = MatcherClient(config, cluster.ctx)
+        client.wait_ready()
+        a = register(client, "a")
+        assert client.request(order(a, "buy", 2, 100)).ok
+        before = client.call(AccountQuery(team_id=a), AccountReply)
+        client.send(CancelAll(team_id=a))
+        wait_for(lambda: "matcher" in cluster._errors, what="the matcher stopping")
+        client.close()
+        cluster.stop()
+    with Cluster(config, ["matcher"]) as cluster:
+        client = MatcherClient(config, cluster.ctx)
+        client.wait_ready()
+        assert client.call(AccountQuery(team_id=a), AccountReply) == before
+        client.close()
+
+
+def test_a_second_matcher_on_the_same_data_dir_refuses_to_start(client: MatcherClient,
+                                                                 config: Config) -> None:
+    second = MatcherService(config)
+    with pytest.raises(RuntimeError, match="another matcher is running"):
+        second.run()
+    assert register(client, "still-served")  # the first one serves on

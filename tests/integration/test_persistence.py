@@ -26,7 +26,7 @@ from services.dbwriter.store import Store
 from services.launcher import Cluster
 from services.matcher.engine import Engine
 from services.matcher.journal import read_journal
-from tests.conftest import FAST, FAST_TOML, make_config, wait_for
+from tests.conftest import FAST, FAST_TOML, make_config, snapshot_from, wait_for
 
 INSTRUMENTS = ("SPX_4500_CALL", "SPX_4400_PUT", "SPY")
 
@@ -124,6 +124,33 @@ def test_trades_land_once_and_positions_rebuild_from_the_db(tmp_path: Path, db_u
             snapshots = conn.exec_driver_sql("select count(*) from position_snapshots").scalar()
     assert snapshots and snapshots > 0
     assert differences({t: rebuilt[t] for t in teams}, live) == []
+
+
+def test_records_waiting_for_a_writer_at_a_snapshot_reach_the_db_after_a_restart(
+        tmp_path: Path) -> None:
+    """No writer while trading: the records wait, a snapshot keeps them (closed batches as the
+    outbox's frames); restarted with a writer, all of them land, once."""
+    url = f"sqlite:///{tmp_path}/itg.db"
+    config = make_config(tmp_path / "data", game={"roles": {"fast": FAST}},
+                         matcher={"snapshot_interval_s": 0.2},
+                         db={"url": url, "batch_max_rows": 5, "batch_max_ms": 20,
+                             "resend_after_s": 1})  # batches close by count too: never all open
+    with Cluster(config, ["matcher"]) as cluster:
+        client = MatcherClient(config, cluster.ctx)
+        client.wait_ready()
+        teams = register(client, 3)
+        rng = random.Random(5)
+        assert send_orders(client, [random_order(rng, teams) for _ in range(400)]) > 300
+        client.close()
+        state = snapshot_from(Path(config.data_dir), cluster.services["matcher"].last_seq())
+    assert state.unacked_batches  # the path under test
+    with Cluster(config, ["dbwriter", "matcher"]) as cluster:
+        matcher: Any = cluster.services["matcher"]
+        wait_for(lambda: matcher.outbox.pending_records == 0 and not matcher._waiting,
+                 what="every record acknowledged")
+    stored = db_trades(url)
+    assert len(stored) == len(set(stored)) == len(journal_trades(config)) > 50
+    assert set(stored) == journal_trades(config)
 
 
 # --- processes: the matcher and two writers, killed and restarted ---

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from common.messages import (
     CancelAck,
@@ -12,12 +14,14 @@ from common.messages import (
     NewOrder,
     OrderAck,
     OrderReject,
+    PriceMark,
     Response,
     SetHalt,
     SetPhase,
     TradePrint,
 )
 from services.matcher import engine
+from services.matcher.accounts import NS_PER_S, Account
 from services.matcher.state import state_hash
 from tests.conftest import Harness, events
 
@@ -146,14 +150,51 @@ def test_rate_limit_counts_accepted_orders_in_a_sliding_second(harness: Harness)
     assert response(harness.order(mm, "buy", 1, 2.00)).ok
 
 
+@given(st.lists(st.integers(0, NS_PER_S // 3)
+                | st.sampled_from([NS_PER_S - 1, NS_PER_S, NS_PER_S + 1]), max_size=300))
+@example([NS_PER_S // 2, NS_PER_S // 2, 0, NS_PER_S // 2])  # an order exactly 1 s before
+def test_rate_window_counts_exactly_the_orders_of_the_last_second(gaps: list[int]) -> None:
+    """Expired times are dropped in chunks; the count never sees them."""
+    acct, accepted, ts = Account(team_id="t", role="r"), [], 0
+    for gap in gaps:
+        ts += gap
+        assert acct.orders_in_window(ts) == sum(1 for t in accepted if t > ts - NS_PER_S)
+        acct.recent.append(ts)
+        accepted.append(ts)
+
+
 def test_retried_client_order_id_is_answered_not_placed_again(harness: Harness) -> None:
     mm = harness.team("mm")
     first = response(harness.order(mm, "buy", 5, 1.00, client_order_id="abc"))
     before = state_hash(harness.engine, sequencing=False)
+    harness.ts += 1_000
     again = response(harness.order(mm, "buy", 5, 1.00, client_order_id="abc"))
     assert again.order_id == first.order_id and again.ok
+    assert again.ts_ns == first.ts_ns > 0  # when its effects were published, not now
     assert state_hash(harness.engine, sequencing=False) == before
     assert len(harness.engine.live) == 1
+
+
+def test_a_client_order_id_reused_for_another_order_is_refused(harness: Harness) -> None:
+    mm = harness.team("mm")
+    first = response(harness.order(mm, "buy", 5, 1.00, client_order_id="abc"))
+    before = state_hash(harness.engine, sequencing=False)
+    for side, quantity, price in (("sell", 5, 1.00), ("buy", 6, 1.00), ("buy", 5, 1.01)):
+        out = harness.order(mm, side, quantity, price, client_order_id="abc")
+        r = response(out)
+        assert (r.ok, r.code) == (False, "DUPLICATE_CLIENT_ORDER_ID")
+        assert r.details == {"client_order_id": "abc", "order_id": first.order_id}
+        assert [type(e) for _, e in out] == [OrderReject, Response]
+    assert state_hash(harness.engine, sequencing=False) == before
+    assert response(harness.order(mm, "buy", 5, 1.00, client_order_id="abc")).ok  # a retry
+
+
+@pytest.mark.parametrize("price", [0, -1, 10**12, 2**63 - 1])
+def test_a_mark_outside_the_price_range_is_refused(harness: Harness, price: int) -> None:
+    before = state_hash(harness.engine, sequencing=False)
+    r = response(harness.apply(PriceMark(gw="t", instrument_id="SPX_4500_CALL", price=price)))
+    assert (r.ok, r.code) == (False, "INVALID_INSTRUMENT")
+    assert state_hash(harness.engine, sequencing=False) == before
 
 
 def test_market_order_remainder_is_cancelled_and_reported(harness: Harness) -> None:
@@ -265,4 +306,4 @@ def test_retry_answers_are_kept_for_a_bounded_window_of_ids(
         assert response(harness.order(mm, "buy", 1, 1.00 + i / 100, client_order_id=f"c{i}")).ok
     assert list(harness.engine.coids[mm]) == ["c2", "c3", "c4"]
     again = response(harness.order(mm, "buy", 1, 1.04, client_order_id="c4"))
-    assert again.order_id == harness.engine.coids[mm]["c4"].order_id
+    assert again.order_id == harness.engine.coids[mm]["c4"].response.order_id

@@ -13,7 +13,11 @@ from services.matcher.journal import (
     repair_tail,
     segments,
 )
-from services.matcher.snapshots import load_latest_snapshot, write_snapshot
+from services.matcher.snapshots import (
+    load_latest_snapshot,
+    remove_partial_snapshots,
+    write_snapshot,
+)
 
 
 def write(directory: Path, first: int, last: int, roll_at: int | None = None) -> None:
@@ -58,6 +62,19 @@ def test_torn_tail_is_cut_and_the_rest_survives(tmp_path: Path) -> None:
     JournalWriter(tmp_path, 11).close()  # appending after repair continues cleanly
 
 
+def test_damage_inside_the_last_segment_is_refused_not_cut(tmp_path: Path) -> None:
+    """Records after the damage were written, fsynced and acknowledged: a torn write cannot
+    leave valid records behind it, so this is refused rather than silently cut."""
+    write(tmp_path, 1, 30)
+    (_, path), = segments(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[40] ^= 0x01  # inside record 2
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalCorrupt, match="not a torn write"):
+        repair_tail(tmp_path)
+    assert path.read_bytes() == bytes(data)  # nothing cut
+
+
 def test_damage_before_the_tail_stops_recovery(tmp_path: Path) -> None:
     write(tmp_path, 1, 30, roll_at=15)
     first_segment = segments(tmp_path)[0][1]
@@ -66,6 +83,14 @@ def test_damage_before_the_tail_stops_recovery(tmp_path: Path) -> None:
     first_segment.write_bytes(bytes(data))
     with pytest.raises(JournalCorrupt):
         list(read_journal(tmp_path))
+
+
+def test_a_temp_file_left_by_a_crashed_snapshot_write_is_removed(tmp_path: Path) -> None:
+    write_snapshot(tmp_path, 10, b"state-10")
+    (tmp_path / f"snapshot-{20:020d}.tmp").write_bytes(b"half a snap")
+    remove_partial_snapshots(tmp_path)
+    assert not list(tmp_path.glob("*.tmp"))
+    assert load_latest_snapshot(tmp_path) == b"state-10"
 
 
 def test_snapshots_are_atomic_and_a_damaged_one_falls_back(tmp_path: Path) -> None:
