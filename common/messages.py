@@ -383,6 +383,9 @@ class NewsShock(Event, tag="news_shock", kw_only=True):
 # --- game-master controls: requests on sim_rpc / events_rpc, answered with a ControlReply ---
 
 
+MAX_HEADLINE = 200  # characters of an injected headline (the events service and admin API)
+
+
 class InjectNews(Message, tag="inject_news", kw_only=True):
     """A headline from the table (by text) or a new one; set fields override the table row."""
 

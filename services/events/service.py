@@ -40,6 +40,11 @@ class EventsService(FeedService):
         self.sim.subscribe(topics.SIM_STATE)
         self.on_readable(self.sim, self._drain)
 
+    def on_tick(self, now: float) -> None:
+        # every poll round, not only on simulator states: a paused or silent simulator must
+        # not hold back the open batch, re-sends or a backlog after a DB outage
+        self.records.send_due(now)
+
     def _drain(self) -> None:
         for _ in range(MAX_DRAIN):
             try:
@@ -83,7 +88,6 @@ class EventsService(FeedService):
                     stream="events", seq=records.next_seq(), ts_ns=ts,
                     signal_type=str(getattr(signal, "signal_type", type(signal).__name__)),
                     role=topic[len(topics.SIGNAL):].decode(), payload=_fields(signal)), now)
-        records.send_due(now)
 
     def control(self, request: Message) -> Message:
         if not isinstance(request, InjectNews):

@@ -21,6 +21,7 @@ from common import topics
 from common.config import Config, RoleConfig
 from common.market_settings import EventsSettings, Headline, SimulatorSettings
 from common.messages import (
+    MAX_HEADLINE,
     Event,
     FeedEvent,
     IndicatorSignal,
@@ -112,6 +113,8 @@ class EventsStep:
         return [self._shock(p) for i, p in sorted(self._pending.items()) if i not in self._sent]
 
     def _headline(self, request: InjectNews) -> Headline:
+        if not 1 <= len(request.headline) <= MAX_HEADLINE:  # the admin API's bound, for any sender
+            raise ValueError(f"a headline has 1 to {MAX_HEADLINE} characters")
         row = next((h for h in self._e.headlines if h.headline == request.headline), None)
         fields = {"headline": request.headline, "p_regime_shift": 0.0, "p_jump": 0.0,
                   "direction": "none"} if row is None else _fields(row)

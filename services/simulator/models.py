@@ -138,6 +138,7 @@ class UnderlyingPath:
         """One tick: log-return N(-vol^2 dt / 2, vol^2 dt), so E[S] stays constant."""
         z = float(self._rng.standard_normal())
         self._price *= math.exp(-0.5 * vol * vol * self._dt + vol * self._sqrt_dt * z)
+        self._price = max(self._price, self._tick)  # a price is at least one tick
         return self._price
 
     def apply_jump(self, direction: int, magnitude: float) -> float:
@@ -146,7 +147,8 @@ class UnderlyingPath:
             raise ValueError(f"jump direction must be +1 or -1, got {direction}")
         if not 0.0 <= magnitude < 1.0:
             raise ValueError(f"jump magnitude must be in [0, 1), got {magnitude}")
-        self._price *= 1.0 + direction * magnitude
+        # floored at one tick: two 99.9% crashes took it to 0, and pricing (log spot) died
+        self._price = max(self._price * (1.0 + direction * magnitude), self._tick)
         return self._price
 
 

@@ -289,6 +289,10 @@ def test_jumps_move_the_price_by_the_stated_fraction() -> None:
         spx.apply_jump(0, 0.01)
     with pytest.raises(ValueError):
         spx.apply_jump(UP, 1.5)
+    for _ in range(3):  # crash after crash: the price stops at one tick, and still prices
+        spx.apply_jump(DOWN, 0.999)
+    assert spx.price == 0.01 and spx.price_ticks == 1
+    assert bs_price(spx.price, 4400.0, 0.1, 0.2, True) >= 0.0
     generator = rng(9)
     sizes = [draw_jump_magnitude(SETTINGS, generator) for _ in range(2000)]
     assert min(sizes) >= 0.005 and max(sizes) <= 0.03

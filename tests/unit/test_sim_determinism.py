@@ -11,7 +11,15 @@ import pytest
 
 from common.config import Config
 from common.feed import Feed
-from common.messages import FairValues, InjectNews, News, NewsShock, UnderlyingTick, encode
+from common.messages import (
+    MAX_HEADLINE,
+    FairValues,
+    InjectNews,
+    News,
+    NewsShock,
+    UnderlyingTick,
+    encode,
+)
 from services.events import step as events_step
 from services.events.step import EventsStep
 from services.simulator import step as sim_step
@@ -90,6 +98,15 @@ def test_same_injected_inputs_same_game(tmp_path: Path) -> None:
     assert first.path()[:501] == plain.path()[:501]  # identical up to the injection
     injected = [n for n in first.news if n.injected]
     assert len(injected) == 1 and injected[0].tick == 501 and injected[0].jump
+
+
+def test_a_headline_too_long_or_empty_is_refused_from_any_sender(tmp_path: Path) -> None:
+    events = events_step.build_step(game_config(tmp_path))
+    for headline in ("", "x" * (MAX_HEADLINE + 1)):
+        with pytest.raises(ValueError, match="headline"):
+            events.inject(InjectNews(headline=headline))
+    longest = "x" * MAX_HEADLINE
+    assert events.inject(InjectNews(headline=longest)).headline == longest
 
 
 def test_news_hit_the_price_at_their_tick(tmp_path: Path) -> None:
