@@ -4,6 +4,7 @@ import math
 from decimal import Decimal, InvalidOperation
 
 TICKS_PER_UNIT = 100  # prices and money are integer cents inside the system
+EXACT_BELOW = 2**50 / TICKS_PER_UNIT  # float_to_ticks is exact below this magnitude
 
 
 def to_ticks(value: str | int | float | Decimal) -> int:
@@ -33,9 +34,12 @@ def float_to_ticks(value: float) -> int:
 
     A float is on the tick exactly when it is the float nearest k/100 for the k nearest
     value * 100, and int / int is correctly rounded, so `k / 100 == value` tests just that.
-    Exact for |value| < 2**50 / 100; above that no price is in range anyway."""
+    Exact for |value| < 2**50 / 100; larger values (no price is that large) are refused, as
+    `value * 100` may not even be finite."""
     if not math.isfinite(value):
         raise ValueError(f"not a finite number: {value!r}")
+    if abs(value) >= EXACT_BELOW:
+        raise ValueError(f"{value!r} is too large for a price")
     ticks = round(value * TICKS_PER_UNIT)
     if ticks / TICKS_PER_UNIT != value:
         raise ValueError(f"{value!r} is not a multiple of the tick 0.01")

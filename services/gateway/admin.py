@@ -22,10 +22,11 @@ import zmq
 import zmq.asyncio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
-from pydantic import Field, StrictBool, StrictStr
+from pydantic import ConfigDict, Field, StrictBool, StrictStr
 
 from common.config import PHASES
 from common.messages import (
+    MAX_HEADLINE,
     CancelAll,
     Command,
     ControlReply,
@@ -59,8 +60,16 @@ DISABLED = "The admin API is off: set gateway.admin_key"
 SECURED: dict[str, Any] = {"security": [{"AdminKeyHeader": []}]}
 
 
-class NewsRequest(schemas._Request):
-    headline: Annotated[StrictStr, Field(min_length=1, max_length=200, description=(
+class _AdminRequest(schemas._Request):
+    # an operator's misspelt field is an error, not silently dropped (bots' bodies keep
+    # "ignore": the original API let them send extra fields)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
+
+
+class NewsRequest(_AdminRequest):
+    headline: Annotated[StrictStr, Field(min_length=1, max_length=MAX_HEADLINE,
+                                         pattern=schemas.PRINTABLE,
+                                         description=(
         "A headline of the news table (its row's odds apply) or any new text"))]
     direction: Annotated[StrictStr | None, Field(max_length=schemas.SHORT,
                                                  description="up | down | none")] = None
@@ -70,19 +79,19 @@ class NewsRequest(schemas._Request):
     jump: StrictBool | None = None
 
 
-class RegimeRequest(schemas._Request):
+class RegimeRequest(_AdminRequest):
     regime: Annotated[StrictStr, Field(max_length=schemas.SHORT)]
 
 
-class SpeedRequest(schemas._Request):
+class SpeedRequest(_AdminRequest):
     speed: Annotated[float, Field(description="Game seconds per wall second; 0 pauses")]
 
 
-class PhaseRequest(schemas._Request):
+class PhaseRequest(_AdminRequest):
     phase: Annotated[StrictStr, Field(max_length=schemas.SHORT, description=" | ".join(PHASES))]
 
 
-class HaltRequest(schemas._Request):
+class HaltRequest(_AdminRequest):
     instrument_id: schemas.Short
     halted: StrictBool = True
 

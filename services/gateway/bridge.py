@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -80,7 +81,9 @@ class Bridge:
         self.counters: dict[str, int] = {"late_responses": 0, "bad_frames": 0}
         self._pending: dict[str, asyncio.Future[Response]] = {}
         self._calls: dict[bytes, asyncio.Future[Message]] = {}
-        self._ids = itertools.count(1)
+        # from a random point: a restarted gateway with a fixed id must not take a late
+        # answer meant for its previous process (possibly another team's) as its own
+        self._ids = itertools.count(secrets.randbits(60))
         self._sockets: list[Socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -21,7 +21,7 @@ from common.messages import (
     Response,
     TeamInfo,
 )
-from common.money import float_to_ticks
+from common.money import TICKS_PER_UNIT, float_to_ticks
 from services.gateway import views
 from services.gateway.auth import key_hash, new_key
 from services.gateway.bridge import BusTimeout, BusUnavailable
@@ -109,15 +109,14 @@ def _quantity(quantity: int, low: int, high: int) -> tuple[str, str, Body] | Non
 def _ticks(price: float | None, max_ticks: int) -> int | tuple[str, str, Body] | None:
     if price is None:
         return None
+    if not 0 < price <= max_ticks / TICKS_PER_UNIT:  # first: 1e308 has no ticks at all
+        return "INVALID_PRICE", "Price out of range", {
+            "price": price, "min": 0.01, "max": float(views.price(max_ticks) or 0)}
     try:
-        ticks = float_to_ticks(price)
+        return float_to_ticks(price)
     except ValueError:
         return "INVALID_PRICE", "Price must be a multiple of the tick 0.01", {
             "price": price, "tick": 0.01}
-    if not 0 < ticks <= max_ticks:
-        return "INVALID_PRICE", "Price out of range", {
-            "price": price, "min": 0.01, "max": float(views.price(max_ticks) or 0)}
-    return ticks
 
 
 def _check(gw: Gateway, me: TeamInfo, req: OrderRequest,
@@ -144,7 +143,7 @@ async def place(gw: Gateway, me: TeamInfo, req: OrderRequest) -> Body:
     answer = await ask(gw, NewOrder(
         team_id=me.team_id, instrument_id=req.instrument_id, side=req.side,
         quantity=req.quantity, order_type=order_type, price=ticks,
-        client_order_id=req.client_order_id), rid)
+        client_order_id=req.client_order_id or None), rid)  # "" is no id
     if not isinstance(answer, Response):
         return answer
     if not answer.ok or not isinstance(answer.result, OrderResult):

@@ -80,7 +80,10 @@ def _ns(raw: str | None, default: int) -> int:
     stamp = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     if stamp.tzinfo is None:
         raise ValueError(f"{raw!r}: give a time zone (e.g. Z)")
-    return int(stamp.timestamp() * 1_000_000) * 1000
+    ns = int(stamp.timestamp() * 1_000_000) * 1000
+    # times are stored as int64 nanoseconds (1677-2262); anything beyond is out of range,
+    # and the database driver would fail on it
+    return min(max(ns, 0), 2**63 - 1)
 
 
 def _trade(r: dict[str, Any]) -> dict[str, Any]:

@@ -7,16 +7,21 @@ connection here are dropped without decoding.
 Private stream: each team's events carry the matcher's gap-free `exec.<team>` seq. A
 connection delivers them strictly in that order from a cursor; an early frame (a gap) makes it
 fetch the missing ones with a ReplayRequest before going on. How the cursor starts:
-- fresh connection: one consistent read of [Ping, Replay(exec.<team>), AccountQuery, Ping] (equal
-  journal seqs in both Pongs prove no command ran in between) gives the positions and the
-  private seq they include; `position_snapshot` is sent first, then every later private event.
+- fresh connection: one consistent read of [Ping, AccountQuery, Ping] (equal journal seqs in
+  both Pongs prove no command ran in between) gives the positions and the private seq they
+  include; `position_snapshot` is sent first, then every later private event.
 - `?since=N` where this gateway still holds the team's session (same process, within
   `session_ttl_s` and `session_window`): the session says which private seq the client had
   reached at `seq` N; everything after it is replayed from the matcher, numbered from N+1.
   Public messages missed while away are not replayed (market_data is state; the next one
   supersedes it).
-- `?since=N` that cannot be resolved here (another gateway, a restart, too old): numbering
-  still continues at N+1, and message N+1 is a fresh `position_snapshot`.
+- `?since=N` that cannot be resolved here (another gateway, a restart, too old, or older than
+  the matcher's replay ring): numbering still continues at N+1, and message N+1 is a fresh
+  `position_snapshot`.
+
+A connection replaced by a newer one of the same team is inert from then on: work it had in
+flight (a replay, a consistent read) stops at its next step and never touches the session the
+new connection took over.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ class Hub:
         self.sessions: dict[str, Session] = {}
         self.live: dict[str, Connection] = {}
         self.dirty: dict[str, None] = {}
-        self._tasks: set[asyncio.Task[None]] = set()  # running catch-ups (strong references)
+        self._tasks: set[asyncio.Task[bool]] = set()  # running catch-ups (strong references)
         self.counters = {"slow_consumers": 0, "unrecoverable_gaps": 0, "resumes": 0,
                          "resume_fallbacks": 0}
 
@@ -157,17 +162,16 @@ class Hub:
         session = self.sessions.get(team.team_id)
         private_seq = None if session is None or since is None else session.resolve(since)
         if session is None or since is None:
-            hint = session.cursor if session is not None else 0  # a replay start, nothing more
             session = self.sessions[team.team_id] = Session(team, self.config.session_window)
-            session.cursor = hint
         session.left_at = None
         conn = Connection(ws, session, self.config.ws_queue_size, self.config.ws_close_timeout_s)
         self.live[team.team_id] = conn
         if private_seq is not None and since is not None:
-            self.counters["resumes"] += 1
             session.rewind(since, private_seq)
-            await self._catch_up(conn)
-        else:
+            if await self._catch_up(conn, resuming=True):
+                self.counters["resumes"] += 1
+                return conn
+        if conn.closing is None:
             if since is not None:
                 self.counters["resume_fallbacks"] += 1
             session.restart(1 if since is None else since + 1)
@@ -196,36 +200,35 @@ class Hub:
 
     async def _fresh(self, conn: Connection) -> None:
         try:
-            positions, private_seq = await self._consistent_read(conn.team_id, conn.session)
+            positions, private_seq = await self._consistent_read(conn.team_id)
         except (BusTimeout, BusUnavailable, TimeoutError) as exc:
             log.warning("no consistent account read for %s: %r", conn.team_id, exc)
             conn.close(TRY_AGAIN, "exchange busy or unavailable; reconnect")
+            return
+        if conn.closing is not None:  # replaced meanwhile: the session is the new one's
             return
         conn.session.cursor = private_seq
         conn.queue.appendleft(item("position_snapshot", {"positions": positions}, private_seq))
         await self._catch_up(conn)
 
-    async def _consistent_read(self, team_id: str, session: Session) -> tuple[dict[str, int], int]:
-        """Positions and the private seq they include, read at one point of the matcher's state.
-
-        Assumes the matcher answers queries consistent with what it has published (its replay
-        rings and its account state move together, between batches)."""
+    async def _consistent_read(self, team_id: str) -> tuple[dict[str, int], int]:
+        """Positions and the private seq they include, read at one point of the matcher's state
+        (the account reply names the last exec.<team> event its state includes)."""
         call, timeout = self.bridge.call, self.config.request_timeout_s
-        start = session.cursor + 1
         for _ in range(CONSISTENT_READ_TRIES):
-            before, replay, account, after = await asyncio.gather(
+            before, account, after = await asyncio.gather(
                 call(Ping(), Pong, timeout),
-                call(ReplayRequest(topic=f"exec.{team_id}", from_seq=start), ReplayReply,
-                     timeout),
                 call(AccountQuery(team_id=team_id), AccountReply, timeout),
                 call(Ping(), Pong, timeout))
             if (before.last_seq, before.epoch) == (after.last_seq, after.epoch):
-                last = _decode(replay.payloads[-1]) if replay.payloads else None
-                return account.positions, last.seq if last is not None else start - 1
+                return account.positions, account.exec_seq
         raise BusUnavailable("the exchange kept changing during the account read")
 
-    async def _catch_up(self, conn: Connection) -> None:
-        """Deliver the private stream in order from the cursor, replaying what is missing."""
+    async def _catch_up(self, conn: Connection, resuming: bool = False) -> bool:
+        """Deliver the private stream in order from the cursor, replaying what is missing.
+
+        False if the connection ended, or if `resuming` and the replay does not reach back to
+        the cursor: nothing was delivered then, and the caller falls back to a snapshot."""
         conn.catching_up = True
         session, topic = conn.session, f"exec.{conn.team_id}"
         while conn.closing is None:
@@ -236,16 +239,22 @@ class Hub:
             except (BusTimeout, BusUnavailable) as exc:
                 log.warning("replay for %s failed: %r", conn.team_id, exc)
                 conn.close(TRY_AGAIN, "exchange unavailable during resync; reconnect")
-                return
+                return False
+            if conn.closing is not None:  # replaced meanwhile: the session is the new one's
+                return False
+            if not reply.complete and resuming:  # still catching up: live frames are held
+                return False
+            resuming = False
             if not reply.complete or not self._apply(conn, reply.payloads, replayed=True):
                 self.counters["unrecoverable_gaps"] += 1
                 conn.close(INTERNAL, "private messages are older than the replay window; "
                                      "reconnect without since")
-                return
+                return False
             held, conn.held = conn.held, []
             if self._apply(conn, held, replayed=False):
                 conn.catching_up = False
-                return
+                return True
+        return False
 
     def _apply(self, conn: Connection, payloads: list[bytes], replayed: bool) -> bool:
         """Deliver payloads in seq order; False on a gap (the rest goes back to `held`)."""

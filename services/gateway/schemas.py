@@ -15,7 +15,10 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 SHORT = 64  # ids, names, client references
-Short = Annotated[StrictStr, Field(max_length=SHORT)]
+# No control characters in text the exchange stores: PostgreSQL refuses NUL outright, and a
+# record it refuses would hold its whole batch back from the database for ever.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Short = Annotated[StrictStr, Field(max_length=SHORT, pattern=PRINTABLE)]
 Price = Annotated[float, Field(allow_inf_nan=False, strict=True,
                                description="Decimal price, at most 2 decimals (tick 0.01)")]
 
@@ -25,7 +28,7 @@ class _Request(BaseModel):
 
 
 class RegisterRequest(_Request):
-    team_name: Annotated[StrictStr, Field(min_length=1, max_length=50)]
+    team_name: Annotated[StrictStr, Field(min_length=1, max_length=50, pattern=PRINTABLE)]
     role: Annotated[StrictStr, Field(max_length=SHORT, description=(
         "market_maker | hedge_fund | arbitrage | retail (anything else: UNSUPPORTED_ROLE)"))]
 

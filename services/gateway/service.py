@@ -10,7 +10,6 @@ handlers only in the main thread, and this is never it: `stop()` is the way to e
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import socket
 import threading
@@ -44,8 +43,6 @@ class GatewayService(Service):
         self._thread = threading.Thread(target=self._serve, name="itg-gateway-http", daemon=True)
         self._thread.start()
         self._wait_started(time.monotonic() + settings.start_timeout_s)
-        gc.collect()
-        gc.freeze()  # start-up objects never move again: fewer, shorter collections
         log.info("gateway %s serving http://%s:%d", self.gateway.gw_id, settings.host, self.port)
 
     def _serve(self) -> None:

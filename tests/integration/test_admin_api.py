@@ -98,6 +98,9 @@ def test_news_regime_and_speed_go_to_the_simulator_and_events(exchange: Exchange
     assert post(exchange, "/admin/speed", {"speed": 50}).json()["data"]["speed"] == 50
     choices = exchange.http.get("/admin/choices", headers=HEADERS).json()
     assert "Fed announces emergency meeting" in choices["headlines"]
+    # an operator's misspelt field is refused, not dropped (the news is not injected)
+    assert post(exchange, "/admin/news", {"headline": "x", "magnitud": 0.5}).status_code == 422
+    assert post(exchange, "/admin/news", {"headline": "y" * 201}).status_code == 422
 
 
 def test_the_team_stream_needs_a_key_in_its_first_frame(exchange: Exchange) -> None:

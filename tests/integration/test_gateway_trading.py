@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -138,6 +139,8 @@ def test_market_maker_position_limit_counts_resting_orders(
     ({"instrument_id": CALL, "side": "buy", "quantity": 1, "price": -1.0}, "INVALID_PRICE"),
     ({"instrument_id": CALL, "side": "buy", "quantity": 1, "price": 0}, "INVALID_PRICE"),
     ({"instrument_id": CALL, "side": "buy", "quantity": 1, "price": 1e300}, "INVALID_PRICE"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1, "price": 1.7e308}, "INVALID_PRICE"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1, "price": 0.001}, "INVALID_PRICE"),
     ({"instrument_id": CALL, "side": "buy", "quantity": 1}, "NO_LIQUIDITY"),
 ])
 def test_business_rejects(exchange: Exchange, body: dict[str, Any], code: str) -> None:
@@ -158,6 +161,9 @@ def test_business_rejects(exchange: Exchange, body: dict[str, Any], code: str) -
     b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "price": NaN}',
     b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "price": Infinity}',
     b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "price": 1e999}',
+    # control characters in stored text (PostgreSQL refuses NUL): never past the schema
+    b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "price": 1, '
+    b'"client_order_id": "a\\u0000b"}',
     b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "price": false}',
     b'{"instrument_id": "' + b"X" * 65 + b'", "side": "buy", "quantity": 1, "price": 1}',
     b'{"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1, "client_order_id": 7}',
@@ -201,6 +207,7 @@ def test_registration_rules(exchange: Exchange) -> None:
     assert error(register({"team_name": "y", "role": "house"}).json()) == "UNSUPPORTED_ROLE"
     assert register({"team_name": "", "role": "retail"}).status_code == 422
     assert register({"team_name": "z" * 51, "role": "retail"}).status_code == 422
+    assert register({"team_name": "nul\u0000name", "role": "retail"}).status_code == 422
     assert register({"team_name": "ok", "role": 3}).status_code == 422
 
 
@@ -230,3 +237,27 @@ def test_health_and_unknown_routes(exchange: Exchange) -> None:
     cors = exchange.http.options("/exchange/orders", headers={
         "Origin": "http://x.example", "Access-Control-Request-Method": "POST"})
     assert cors.headers["access-control-allow-origin"] in ("*", "http://x.example")
+
+
+def test_the_book_answers_at_once_after_an_idempotent_retry(exchange: Exchange) -> None:
+    """Book reads wait for market data up to the caller's last write; a retried order's
+    answer is as old as the original, so nothing is waited for (it stalled 5 s)."""
+    team = exchange.register("retry-then-book")
+    first = team.order("buy", 1, 1.11, client_order_id="once")
+    assert team.order("buy", 1, 1.11, client_order_id="once")["order_id"] == first["order_id"]
+    start = time.monotonic()
+    book = team.get(f"/exchange/orderbook/{CALL}")
+    assert time.monotonic() - start < 1.0
+    assert {"price": 1.11, "quantity": 1} in book["data"]["bids"]
+
+
+def test_an_empty_client_order_id_is_none_and_a_reused_one_is_refused(exchange: Exchange) -> None:
+    team = exchange.register("coid-reuse")
+    one, two = (team.order("buy", 1, 1.21, client_order_id="") for _ in range(2))
+    assert one["success"] and two["success"] and one["order_id"] != two["order_id"]
+    assert one["data"]["client_order_id"] is None
+    first = team.order("buy", 1, 1.22, client_order_id="mine-1")
+    reused = team.order("sell", 1, 9.99, client_order_id="mine-1")
+    assert error(reused) == "DUPLICATE_CLIENT_ORDER_ID"
+    assert reused["error"]["details"]["order_id"] == first["order_id"]
+    assert len(team.open_orders()) == 3

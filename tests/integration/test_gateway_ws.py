@@ -17,8 +17,8 @@ from websockets.sync.client import connect
 from common.bus_client import MatcherClient
 from common.messages import NewOrder
 from common.transport import make_socket
-from tests.conftest import wait_for
-from tests.integration.gw import CALL, Exchange, Stream, running
+from tests.conftest import snapshot_from, wait_for
+from tests.integration.gw import CALL, Exchange, Stream, Team, running
 
 PRIVATE = {"new_order_ack", "new_order_reject", "execution_report", "cancel_ack",
            "cancel_reject"}
@@ -232,3 +232,47 @@ def test_news_to_everyone_and_signals_only_to_their_role(exchange: Exchange,
         private_.close()
         hf_ws.close()
         mm_ws.close()
+
+
+def test_since_older_than_the_matchers_replay_ring_continues_with_a_snapshot(
+        tmp_path: Path) -> None:
+    """The session knows where the client was, but the matcher no longer holds what it
+    missed: message N+1 is a fresh position_snapshot (it was a 1011 close on every retry)."""
+    with running(tmp_path / "data", matcher={"replay_ring": 5}) as ex:
+        team = ex.register("ring-resume")
+        stream = team.ws()
+        assert stream.next()["type"] == "position_snapshot"
+        oid = team.order("buy", 1, 1.00)["order_id"]
+        last = stream.private("new_order_ack", oid)["seq"]
+        stream.close()
+        for i in range(8):  # more than the ring holds
+            team.order("buy", 1, 1.01 + i / 100)
+        resumed = team.ws(since=last)
+        first = resumed.next()
+        assert (first["type"], first["seq"]) == ("position_snapshot", last + 1)
+        assert first["data"]["positions"] == {}  # nothing traded; the state, not the history
+        later = team.order("buy", 1, 2.00)["order_id"]
+        resumed.private("new_order_ack", later)  # next() checks every seq follows on
+        assert private(resumed.seen) == [("new_order_ack", later)]  # no replayed history
+        assert ex.gateway.gateway.hub.counters["resume_fallbacks"] == 1
+
+
+def test_a_fresh_stream_after_a_matcher_restart_goes_on_from_its_snapshot(
+        tmp_path: Path) -> None:
+    """After a restart the matcher's replay rings hold only the journal after its snapshot;
+    a new stream starts from the account's own exec seq, not from a replay (it was closed
+    with 1011 at its first event)."""
+    data = tmp_path / "data"
+    with running(data, matcher={"snapshot_interval_s": 0.1}) as ex:
+        team = ex.register("restart-stream")
+        team.order("buy", 2, 1.00)
+        snapshot_from(data, ex.cluster.services["matcher"].last_seq())
+        key, team_id = team.key, team.team_id
+    with running(data) as ex:
+        team = Team(ex, team_id, key)
+        stream = team.ws()
+        assert stream.next()["type"] == "position_snapshot"
+        oid = team.order("buy", 1, 1.05)["order_id"]
+        stream.private("new_order_ack", oid)  # next() checks every seq follows on
+        assert private(stream.seen) == [("new_order_ack", oid)]
+        assert ex.gateway.gateway.hub.counters["unrecoverable_gaps"] == 0

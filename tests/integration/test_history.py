@@ -75,6 +75,12 @@ def test_history_rejects_bad_parameters_and_needs_a_key(exchange: Exchange) -> N
     assert r.status_code == 422
     window = mm.get("/history/trades?since=2020-01-01T00:00:00Z&until=2020-01-02T00:00:00Z")
     assert window["success"] and window["data"]["trades"] == []
+    # times beyond what int64 nanoseconds hold (1677-2262) are windows, not 500s
+    far = mm.get("/history/trades?since=9999-12-31T23:59:59Z")
+    assert far["success"] and far["data"]["trades"] == []
+    everything = mm.get("/history/orders?since=0001-01-01T00:00:00%2B01:00"
+                        "&until=9999-12-31T23:59:59Z")
+    assert everything["success"] and everything["data"]["orders"] == []  # MM placed none
     assert exchange.http.get("/history/trades").status_code == 401
     assert exchange.http.get("/market/prices?instrument_id=SPX",
                              headers={"X-API-Key": "itg_wrong"}).status_code == 401

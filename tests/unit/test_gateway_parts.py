@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import tracemalloc
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,9 @@ from common.messages import (
     IndicatorSignal,
     MarketSnapshot,
     MarketStatus,
+    OrderAck,
     OrderResult,
+    ReplayReply,
     TeamInfo,
     TradePrint,
     encode,
@@ -24,10 +27,12 @@ from common.messages import (
 from services.gateway import views
 from services.gateway.auth import KeyRing, key_hash, new_key
 from services.gateway.books import BookMirror
+from services.gateway.hub import Hub
 from services.gateway.limits import RateLimiter
 from services.gateway.ws import Session
 
 TEAM = TeamInfo(team_id="TEAM_001", team_name="a", role="market_maker", created_ns=0)
+CALL_ID = "SPX_4500_CALL"
 
 
 def test_session_maps_a_seen_seq_to_the_private_stream_position() -> None:
@@ -202,3 +207,43 @@ def test_signals_reach_bots_with_decimal_prices_and_no_bus_fields() -> None:
     assert data["sma"] == {"20": 4499.5, "60": None}  # already in price units
     assert not {"seq", "epoch", "ts_ns", "type"} & data.keys()
     assert data["signal_type"] == "technical_indicators"
+
+
+class _HeldBridge:
+    """Holds every request until the test answers it: the only way to put two connections'
+    replays in flight at once deterministically (a real matcher answers too fast)."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Any, asyncio.Future[Any]]] = []
+
+    async def call(self, request: Any, kind: type, timeout: float) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((request, future))
+        return await future
+
+
+def test_a_replaced_connections_replay_never_moves_the_new_ones_cursor() -> None:
+    def ack(seq: int) -> bytes:
+        return encode(OrderAck(seq=seq, ts_ns=seq, order_id=f"ORD_{seq}", client_order_id=None,
+                               team_id=TEAM.team_id, instrument_id=CALL_ID, side="buy",
+                               quantity=1, order_type="limit", price=100))
+
+    async def scenario() -> tuple[list[int], int]:
+        bridge = _HeldBridge()
+        hub = Hub(Config().gateway, bridge, mirror=None)  # type: ignore[arg-type]
+        session = hub.sessions[TEAM.team_id] = Session(TEAM, 100)
+        session.mark(1, 0)
+        session.mark(10, 5)  # the client saw seq 10 = private 5, and missed private 6..8
+        session.next_seq, session.cursor, session.left_at = 11, 5, 0.0
+        first = asyncio.create_task(hub.attach(None, TEAM, since=10))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        second = asyncio.create_task(hub.attach(None, TEAM, since=10))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        for request, future in bridge.waiting:  # both replays answered, the old one first
+            future.set_result(ReplayReply(topic=f"exec.{TEAM.team_id}", complete=True,
+                                          payloads=[ack(s) for s in range(request.from_seq, 9)]))
+        old, new = await first, await second
+        assert old.closing is not None and not old.queue
+        return [it.private_seq for it in new.queue], new.session.cursor
+
+    assert asyncio.run(scenario()) == ([6, 7, 8], 8)

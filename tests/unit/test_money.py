@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from common.money import float_to_ticks, from_ticks, to_ticks
+from common.money import EXACT_BELOW, float_to_ticks, from_ticks, to_ticks
 
 
 def strict(value: float) -> int | None:
@@ -51,3 +51,9 @@ def test_non_numbers_are_refused() -> None:
     for value in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(ValueError, match="finite"):
             float_to_ticks(value)
+
+
+@pytest.mark.parametrize("value", [1.7e308, -1.7e308, 1e300, EXACT_BELOW])
+def test_magnitudes_beyond_exact_conversion_are_refused(value: float) -> None:
+    with pytest.raises(ValueError, match="too large"):
+        float_to_ticks(value)
