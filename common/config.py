@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 PHASES = ("pre_open", "opening_auction", "continuous", "closed")
 ORDER_TYPES = ("limit", "market")
 SERVICES = ("dbwriter", "matcher", "simulator", "events", "gateway")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _positive(**values: float) -> None:
@@ -101,6 +102,10 @@ class UnderlyingConfig(_Section, frozen=True, kw_only=True):
     multiplier: int = 100  # per option contract
 
     def __post_init__(self) -> None:
+        # instrument ids are <symbol>_<strike>_<CALL|PUT>: a symbol with "_" would be ambiguous
+        if not (self.symbol.isascii() and self.symbol.isalnum() and self.symbol.isupper()):
+            raise ValueError(f"symbol {self.symbol!r}: upper-case letters and digits only")
+        _positive(start_price=self.start_price, multiplier=self.multiplier)
         to_ticks(self.start_price)
         if self.strike_step < 1 or self.strike_min > self.strike_max:
             raise ValueError("need strike_step >= 1 and strike_min <= strike_max")
@@ -129,6 +134,11 @@ class GameConfig(_Section, frozen=True, kw_only=True):
         to_ticks(self.max_price)
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
+        symbols = [u.symbol for u in self.underlyings]
+        if not symbols or len(set(symbols)) != len(symbols):
+            raise ValueError(f"underlyings: at least one, each symbol once (got {symbols})")
+        if not any(r.registrable for r in self.roles.values()):
+            raise ValueError("roles: at least one must be registrable, or no team can join")
 
     @property
     def max_price_ticks(self) -> int:
@@ -232,6 +242,10 @@ class Config(_Section, frozen=True, kw_only=True):
     db: DbConfig = msgspec.field(default_factory=DbConfig)
     matcher: MatcherConfig = msgspec.field(default_factory=MatcherConfig)
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
+
+    def __post_init__(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
     @property
     def data_path(self) -> Path:

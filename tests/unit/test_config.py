@@ -47,3 +47,35 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
 def test_an_env_override_below_a_plain_value_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="ITG_MATCHER__MAX_BATCH: ITG_MATCHER is also set"):
         load_config(env={"ITG_MATCHER": "5", "ITG_MATCHER__MAX_BATCH": "3"})
+
+
+SPX = {"symbol": "SPX", "start_price": 4400, "strike_min": 4200, "strike_max": 4600,
+       "strike_step": 100}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"log_level": "LOUD"}, "log_level must be one of"),
+    ({"log_level": "info"}, "log_level must be one of"),
+    ({"game": {"underlyings": []}}, "underlyings: at least one"),
+    ({"game": {"underlyings": [SPX, SPX]}}, "each symbol once"),
+    ({"game": {"underlyings": [SPX | {"multiplier": 0}]}}, "multiplier"),
+    ({"game": {"underlyings": [SPX | {"start_price": -1}]}}, "start_price"),
+    ({"game": {"underlyings": [SPX | {"symbol": "SP_X"}]}}, "symbol 'SP_X'"),
+    ({"game": {"underlyings": [SPX | {"symbol": ""}]}}, "symbol ''"),
+    ({"game": {"roles": {"house": {"maker_fee_cents": 0, "taker_fee_cents": 0,
+                                   "position_limit": 1, "total_position_limit": 1,
+                                   "max_order_size": 1, "max_orders_per_s": 1,
+                                   "registrable": False}}}}, "at least one must be registrable"),
+])
+def test_a_game_or_log_setting_that_cannot_work_fails_at_load(overrides: dict[str, Any],
+                                                              message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(env={}, overrides=overrides)
+
+
+def test_the_defaults_and_a_one_underlying_game_load() -> None:
+    assert [u.symbol for u in load_config(env={}).game.underlyings] == ["SPX", "SPY"]
+    config = load_config(env={}, overrides={"game": {"underlyings": [SPX]},
+                                            "log_level": "DEBUG"})
+    assert [u.symbol for u in config.game.underlyings] == ["SPX"]
+    assert config.log_level == "DEBUG"
