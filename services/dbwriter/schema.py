@@ -34,7 +34,7 @@ from sqlalchemy.types import TypeEngine
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: dead_letters
 ORDER_STATUSES = ("new", "partially_filled", "filled", "cancelled", "rejected")
 _SCHEMA_LOCK_KEY = 0x17C0DB  # advisory lock serialising create_schema across writers
 
@@ -171,6 +171,20 @@ events = Table(
     CheckConstraint(_in("kind", ("news", "signal")), name="kind"),
 )
 
+# Records the database refused for good (a value out of range, a broken constraint): kept here
+# verbatim, with why, so their batch can be acknowledged and the stream goes on.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("stream", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),  # 0: the record's own seq was unusable
+    Column("buried_ns", BigInteger, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("record", Text, nullable=False),  # msgspec JSON of the record
+    PrimaryKeyConstraint("stream", "seq"),
+)
+MIGRATIONS = {1: (dead_letters,)}  # version -> tables its successor adds
+
 
 class SchemaVersionError(RuntimeError):
     """The database was created by a schema this code does not know."""
@@ -186,12 +200,26 @@ def create_schema(engine: Engine) -> int:
         _check_version(found)
         if found is None:
             metadata.create_all(conn)
-            row = {"version": SCHEMA_VERSION, "applied_ns": time.time_ns()}
-            conn.execute(schema_version.insert().values(row))
+            _stamp(conn)
             log.info("created database schema version %d", SCHEMA_VERSION)
         else:
+            if found < SCHEMA_VERSION:
+                _migrate(conn, found)
             _check_tables(conn)
     return SCHEMA_VERSION
+
+
+def _stamp(conn: Connection) -> None:
+    conn.execute(schema_version.insert().values(version=SCHEMA_VERSION, applied_ns=time.time_ns()))
+
+
+def _migrate(conn: Connection, found: int) -> None:
+    """Additive steps (new tables), inside create_schema's transaction and lock."""
+    for version in range(found, SCHEMA_VERSION):
+        for table in MIGRATIONS[version]:
+            table.create(conn, checkfirst=True)
+    _stamp(conn)
+    log.info("migrated database schema from version %d to %d", found, SCHEMA_VERSION)
 
 
 def _check_tables(conn: Connection) -> None:
@@ -204,7 +232,7 @@ def _check_tables(conn: Connection) -> None:
 
 
 def _check_version(found: int | None) -> None:
-    if found is None or found == SCHEMA_VERSION:
+    if found is None or found == SCHEMA_VERSION or found in MIGRATIONS:
         return
     if found > SCHEMA_VERSION:
         raise SchemaVersionError(

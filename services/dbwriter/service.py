@@ -11,7 +11,7 @@ import zmq
 from common.records import BatchAck, RecordBatch, decode_frame, encode_frame
 from common.service import Context, Service, Socket
 from common.transport import PERSIST_CHANNELS, recv_frames, send_frame
-from services.dbwriter.store import Store
+from services.dbwriter.store import PERMANENT, Store
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,29 @@ class DbWriterService(Service):
         if not isinstance(batch, RecordBatch) or batch.stream not in self._acks:
             self._bad("unexpected", type(batch).__name__)
             return
-        try:
-            self.store.write(batch)
-        except Exception as exc:  # the producer re-sends: nothing is lost, only delayed
-            self.counters["write_errors"] += 1
-            log.warning("dbwriter: batch of %s not stored (%s); the producer will re-send",
-                        batch.stream, exc)
+        if not self._store(batch):
             return
         self.counters["batches"] += 1
         self.counters["records"] += len(batch.records)
         first, top = (batch.records[0].seq, batch.records[-1].seq) if batch.records else (0, 0)
         ack = BatchAck(stream=batch.stream, first_seq=first, last_seq=top)
         send_frame(self._acks[batch.stream], b"ack", encode_frame(ack))
+
+    def _store(self, batch: RecordBatch) -> bool:
+        """True once every record is in the database or, refused for good, in dead_letters
+        (a poison record must not hold its stream back for ever); False leaves the batch to
+        the producer's re-send: nothing is lost, only delayed."""
+        try:
+            try:
+                self.store.write(batch)
+            except PERMANENT as exc:
+                self.counters["dead_letters"] += self.store.salvage(batch, exc)
+        except Exception as exc:
+            self.counters["write_errors"] += 1
+            log.warning("dbwriter: batch of %s not stored (%s); the producer will re-send",
+                        batch.stream, exc)
+            return False
+        return True
 
     def on_stop(self) -> None:
         if hasattr(self, "store"):

@@ -12,21 +12,29 @@ stop re-sending) per batch, from the value `write` returns for that batch.
 from __future__ import annotations
 
 import logging
+import time
 from types import TracebackType
 from typing import Any
 
+import msgspec
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from common.records import RecordBatch
+from common.records import AnyRecord, RecordBatch
 from services.dbwriter import reads
 from services.dbwriter.bulk import bulk_writer
 from services.dbwriter.engine import READ_ONLY, make_engine
 from services.dbwriter.positions import TeamPositions, apply_trades
 from services.dbwriter.rows import group_rows
-from services.dbwriter.schema import create_schema
-from services.dbwriter.sql import advance_progress
+from services.dbwriter.schema import create_schema, dead_letters
+from services.dbwriter.sql import advance_progress, dialect_insert
 
 log = logging.getLogger(__name__)
+
+# Errors a record brings with it: writing it again fails the same way. A lost connection or a
+# locked database (OperationalError) is not one of them: a later retry gets past those.
+PERMANENT = (DataError, IntegrityError, OverflowError, ValueError, TypeError)
+_INT64_END = 2**63
 
 
 class Store:
@@ -60,6 +68,38 @@ class Store:
             done: int = conn.execute(advance_progress(dialect, batch.stream, top)).scalar_one()
         log.debug("stored %d records of %s up to seq %d", len(batch.records), batch.stream, top)
         return done
+
+    def salvage(self, batch: RecordBatch, exc: BaseException) -> int:
+        """Store a batch `write` refused with `exc`, a PERMANENT error: every record the
+        database takes, and each one it refuses into dead_letters, with why. Bisects, so k bad
+        records among n cost about 2k*log2(n) transactions. Returns how many were buried; a
+        transient error propagates (what was stored stays: every write is idempotent)."""
+        if len(batch.records) == 1:
+            self._bury(batch.stream, batch.records[0], exc)
+            return 1
+        mid = len(batch.records) // 2
+        buried = 0
+        for records in (batch.records[:mid], batch.records[mid:]):
+            half = RecordBatch(stream=batch.stream, records=records)
+            try:
+                self.write(half)
+            except PERMANENT as failed:
+                buried += self.salvage(half, failed)
+        return buried
+
+    def _bury(self, stream: str, rec: AnyRecord, exc: BaseException) -> None:
+        seq = rec.seq if rec.stream == stream and 0 < rec.seq < _INT64_END else 0
+        why = _why(exc)
+        row = {"stream": stream, "seq": seq, "buried_ns": time.time_ns(), "error": why,
+               "record": msgspec.json.encode(rec).decode()}
+        dialect = self._engine.dialect.name
+        insert = dialect_insert(dialect, dead_letters).values(row).on_conflict_do_nothing()
+        with self._engine.begin() as conn:
+            conn.execute(insert)
+            if seq:
+                conn.execute(advance_progress(dialect, stream, seq))
+        log.error("record %s/%d refused by the database for good, kept in dead_letters: %s",
+                  stream, rec.seq, why)
 
     def last_seq(self, stream: str) -> int:
         """0 when nothing of `stream` was ever stored."""
@@ -110,3 +150,10 @@ def _check(batch: RecordBatch) -> None:
             )
         if rec.seq < 1:
             raise ValueError(f"record seq {rec.seq} on {batch.stream!r} is not positive")
+
+
+def _why(exc: BaseException) -> str:
+    """The driver's own message (SQLAlchemy's adds the statement and every parameter)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = f"{type(cause).__name__}: {cause}"[:1000]
+    return text.replace("\x00", "\\x00")  # PostgreSQL text holds no NUL

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
+import msgspec
 import pytest
 import zmq
 
@@ -78,6 +79,24 @@ def test_bad_frames_are_counted_and_the_writer_goes_on(
     acks_until(acks, {1})
     counters = cluster.services["dbwriter"].counters
     assert counters["bad_frames.malformed"] == 2 and counters["bad_frames.unexpected"] == 2
+
+
+def test_a_record_the_database_refuses_is_buried_and_its_batch_acknowledged(
+    setup: tuple[Config, Cluster, Socket, Socket]
+) -> None:
+    """A poison record (an integer beyond BIGINT) used to hold its batch back for ever."""
+    config, cluster, records, acks = setup
+    poison = msgspec.structs.replace(trade(3), price=2**64 - 1)
+    batch = RecordBatch(stream="matcher", records=[trade(1), trade(2), poison, trade(4)])
+    send_frame(records, b"rec", encode_frame(batch))
+    acks_until(acks, {4})
+    send_frame(records, b"rec", encode_frame(RecordBatch(stream="matcher", records=[trade(5)])))
+    acks_until(acks, {5})
+    assert cluster.services["dbwriter"].counters["dead_letters"] == 1
+    with Store(config.db_url) as store, store.engine.connect() as conn:
+        assert conn.exec_driver_sql("select seq from trades order by seq").scalars().all() == [
+            1, 2, 4, 5]
+        assert conn.exec_driver_sql("select seq from dead_letters").scalars().all() == [3]
 
 
 def test_two_writers_share_batches_without_duplicates(tmp_path: Path) -> None:

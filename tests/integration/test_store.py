@@ -31,7 +31,7 @@ from common.records import (
 from services.dbwriter import schema
 from services.dbwriter.positions import TeamPositions
 from services.dbwriter.schema import SchemaVersionError
-from services.dbwriter.store import Store
+from services.dbwriter.store import PERMANENT, Store
 
 STREAM = "matcher"
 CALL = "SPX_4500_CALL"
@@ -232,6 +232,52 @@ def test_a_bad_record_rolls_back_the_whole_batch(open_store: OpenStore, bad: str
     assert store.last_seq(STREAM) == 2
     assert store.write(batch([*mixed(5), trade(12)])) == 12  # the same connections still work
     assert [count(store, t) for t in DATA_TABLES] == [1, 1, 4, 1, 1, 2]
+
+
+def test_records_refused_for_good_go_to_dead_letters_and_the_rest_is_stored(
+    open_store: OpenStore,
+) -> None:
+    store = open_store()
+    bad = {4: trade(4, quantity=0), 9: trade(9, price=2**63), 13: trade(13, buyer="A\x00B")}
+    records = [bad.get(s) or trade(s) for s in range(1, 14)]
+    try:
+        store.write(batch(records))
+    except PERMANENT as exc:
+        refused = exc
+    else:
+        raise AssertionError("the batch was stored with its bad records")
+    postgres = store.engine.dialect.name == "postgresql"  # SQLite stores a NUL in text
+    buried = {4, 9, 13} if postgres else {4, 9}
+    assert store.salvage(batch(records), refused) == len(buried)
+    assert seqs(store, schema.trades) == sorted(set(range(1, 14)) - buried)
+    assert store.last_seq(STREAM) == 13
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(schema.dead_letters).order_by("seq")).all()
+    assert [(r.stream, r.seq) for r in rows] == [(STREAM, s) for s in sorted(buried)]
+    for row in rows:
+        assert msgspec.json.decode(row.record, type=TradeRecord) == bad[row.seq]
+        assert "\x00" not in row.error
+    assert "IntegrityError" in rows[0].error or "CheckViolation" in rows[0].error
+    assert rows[1].error.startswith("OverflowError")
+    store.salvage(batch(records), refused)  # the producer re-sends: nothing twice
+    assert count(store, schema.dead_letters) == len(buried)
+    assert count(store, schema.trades) == 13 - len(buried)
+
+
+def test_a_version_1_database_gains_dead_letters(open_store: OpenStore, url: str) -> None:
+    store = open_store()
+    store.write(batch([trade(1)]))
+    with store.engine.begin() as conn:  # as version 1 left it
+        schema.dead_letters.drop(conn)
+        conn.execute(schema.schema_version.delete())
+        conn.execute(insert(schema.schema_version).values(version=1, applied_ns=0))
+    upgraded = open_store()
+    assert count(upgraded, schema.dead_letters) == 0
+    with upgraded.engine.connect() as conn:
+        versions = conn.execute(select(schema.schema_version.c.version)).scalars().all()
+    assert sorted(versions) == [1, 2]
+    assert upgraded.last_seq(STREAM) == 1 and count(upgraded, schema.trades) == 1
+    open_store()  # and a later start finds version 2 as it is
 
 
 def test_a_record_from_another_stream_is_refused(open_store: OpenStore) -> None:
