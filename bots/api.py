@@ -237,6 +237,8 @@ class RateGate:
 
     def learn(self, error: ApiError) -> None:
         limit = error.details.get("limit")
+        if error.details.get("scope", "orders") != "orders":  # the request rate, not orders
+            return
         if error.code == RATE_LIMITED and isinstance(limit, int) and limit > 0:
             self.limit = limit if self.limit is None else min(self.limit, limit)
 

@@ -190,6 +190,7 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
     session_ttl_s: float = 300.0  # a disconnected team can resume with ?since=N for this long
     session_window: int = 100_000  # private messages remembered per session for ?since=N
     rate_limit: bool = True  # per-team order rate checked here too, before the matcher
+    max_requests_per_s: int = 50  # per team: cancels, account, book and history reads
     auth_cache_size: int = 100_000
     negative_auth_ttl_s: float = 5.0  # an unknown key is not asked about again for this long
     admin_key: str = ""  # X-Admin-Key of the operator API; "" = off (`itg up` makes one up)
@@ -211,6 +212,7 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
                   ws_queue_size=self.ws_queue_size, ws_close_timeout_s=self.ws_close_timeout_s,
                   md_interval_s=self.md_interval_s, session_ttl_s=self.session_ttl_s,
                   session_window=self.session_window, auth_cache_size=self.auth_cache_size,
+                  max_requests_per_s=self.max_requests_per_s,
                   dashboard_interval_s=self.dashboard_interval_s,
                   leaderboard_interval_s=self.leaderboard_interval_s)
         if not 0 <= self.negative_auth_ttl_s < float("inf"):

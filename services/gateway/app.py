@@ -124,7 +124,13 @@ class Api:
     async def authed(self, request: Request,
                      then: Callable[[TeamInfo], Awaitable[handlers.Body]]) -> Response:
         me = await self.caller(request.headers.get("x-api-key"))
-        return me if isinstance(me, Response) else _json(await then(me))
+        if isinstance(me, Response):
+            return me
+        gw = self.gw
+        if (over := gw.requests.admit(me.team_id, gw.settings.max_requests_per_s)) is not None:
+            return _json(handlers.failure(None, "RATE_LIMIT_EXCEEDED",
+                                          "Request rate limit exceeded", over))
+        return _json(await then(me))
 
     async def place(self, request: Request) -> Response:
         me = await self.caller(request.headers.get("x-api-key"))

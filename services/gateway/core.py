@@ -42,7 +42,8 @@ class Gateway:
         self.hub = Hub(self.settings, self.bridge, self.mirror)
         self.keys = KeyRing(self._lookup_key, self.settings.auth_cache_size,
                             self.settings.negative_auth_ttl_s)
-        self.limiter = RateLimiter(config.game.roles, self.settings.rate_limit)
+        self.limiter = RateLimiter("orders", self.settings.rate_limit)
+        self.requests = RateLimiter("requests", self.settings.rate_limit)
         self.last_write: dict[str, int] = {}  # team -> ts of its last book-changing command
         self.beats: dict[str, float] = {}
         self.taps: list[Sink] = []  # more readers of every feed frame (the dashboard), first

@@ -138,7 +138,8 @@ async def place(gw: Gateway, me: TeamInfo, req: OrderRequest) -> Body:
     ticks = _check(gw, me, req, order_type)
     if isinstance(ticks, tuple):
         return failure(rid, *ticks)
-    if (over := gw.limiter.admit(me.team_id, me.role)) is not None:
+    role = gw.config.game.roles.get(me.role)
+    if role and (over := gw.limiter.admit(me.team_id, role.max_orders_per_s)) is not None:
         return failure(rid, "RATE_LIMIT_EXCEEDED", "Order rate limit exceeded", over)
     answer = await ask(gw, NewOrder(
         team_id=me.team_id, instrument_id=req.instrument_id, side=req.side,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,10 +116,29 @@ def test_gateway_side_rate_limit_stops_orders_before_the_matcher(tmp_path: Path)
         assert second["error"]["details"]["limit"] == 1
         oid = first["order_id"]
         assert stream.private("new_order_ack", oid)
-        third = team.cancel(oid)  # cancels are not rate limited
+        third = team.cancel(oid)  # cancels count against the request rate, not the order rate
         assert third["success"]
         assert stream.private("cancel_ack", oid)
         assert all(m["type"] != "new_order_reject" for m in stream.seen)  # matcher never saw it
         stream.close()
+
+
+def test_cancels_and_reads_beyond_the_request_rate_are_refused_before_the_matcher(
+        tmp_path: Path) -> None:
+    with running(tmp_path / "data", gateway={"max_requests_per_s": 5}) as ex:
+        team = ex.register("looping")
+        matcher = ex.cluster.services["matcher"]
+        before = matcher.last_seq()
+        answers = [team.cancel(f"ORD_{i:08d}") for i in range(12)]
+        codes = [a["error"]["code"] for a in answers]
+        assert codes.count("CANCEL_FAILED") == 5 and codes[5:] == ["RATE_LIMIT_EXCEEDED"] * 7
+        refused = answers[-1]["error"]["details"]
+        assert (refused["scope"], refused["limit"]) == ("requests", 5)
+        assert 0 < refused["retry_after_s"] <= 1
+        assert matcher.last_seq() == before + 5  # only the admitted ones were journaled
+        other = ex.register("quiet")
+        assert other.cancel("ORD_00000001")["error"]["code"] == "CANCEL_FAILED"  # per team
+        time.sleep(refused["retry_after_s"] + 0.05)
+        assert team.cancel("ORD_00000001")["error"]["code"] == "CANCEL_FAILED"
 
 

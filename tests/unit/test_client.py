@@ -58,7 +58,8 @@ def test_rate_gate_keeps_a_sliding_second_and_learns_the_limit() -> None:
     assert gate.delay(0.0) == 0.0  # unknown limit: no waiting
     gate.learn(ApiError("RATE_LIMIT_EXCEEDED", details={"limit": 2, "window_s": 1}))
     gate.learn(ApiError("INVALID_PRICE", details={"limit": 1}))  # not a rate answer
-    assert gate.limit == 2
+    gate.learn(ApiError("RATE_LIMIT_EXCEEDED", details={"limit": 1, "scope": "requests"}))
+    assert gate.limit == 2  # the request rate (cancels, reads) is not the order rate
     gate.take(0.0)
     gate.take(0.4)
     assert gate.delay(0.5) == pytest.approx(0.5)

@@ -146,19 +146,21 @@ def test_read_your_writes_wait() -> None:
     asyncio.run(run())
 
 
-def test_rate_limiter_window_and_give_back(config: Config, monkeypatch: pytest.MonkeyPatch
+def test_rate_limiter_window_and_give_back(monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
     now = [100.0]
     monkeypatch.setattr("services.gateway.limits.time.monotonic", lambda: now[0])
-    limiter = RateLimiter(config.game.roles)
-    assert all(limiter.admit("T", "retail") is None for _ in range(1))
-    refused = limiter.admit("T", "retail")
-    assert refused is not None and refused["limit"] == 1 and refused["current"] == 1
+    limiter = RateLimiter("orders")
+    assert all(limiter.admit("T", 2) is None for _ in range(2))
+    refused = limiter.admit("T", 2)
+    assert refused is not None and (refused["limit"], refused["current"]) == (2, 2)
+    assert refused["scope"] == "orders" and refused["retry_after_s"] == 1.0
+    assert limiter.admit("U", 2) is None  # per key
     limiter.give_back("T")  # the matcher refused it: the slot is free again
-    assert limiter.admit("T", "retail") is None
+    assert limiter.admit("T", 2) is None
     now[0] += 1.0
-    assert limiter.admit("T", "retail") is None
-    assert RateLimiter(config.game.roles, enabled=False).admit("T", "retail") is None
+    assert limiter.admit("T", 2) is None
+    assert RateLimiter("orders", enabled=False).admit("T", 0) is None
 
 
 def test_keys_are_hashed_looked_up_once_and_unknown_ones_cached() -> None:
