@@ -31,6 +31,7 @@ from bots.api import (
     UNKNOWN_OUTCOME,
     UNREACHABLE,
     ApiError,
+    Attempts,
     OpenOrder,
     OrderBook,
     OrderIds,
@@ -44,8 +45,10 @@ from bots.api import (
     decode_ws,
     envelope_error,
     http_error,
+    maybe_sent,
     order_body,
     order_reply,
+    replaced,
     retry_hint,
     ws_url,
 )
@@ -104,7 +107,7 @@ class AsyncClient:
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
                     auth: bool = True, resend: bool = True
                     ) -> tuple[dict[str, Any] | None, int, ApiError | None]:
-        started, attempt = time.monotonic(), 0
+        started, attempt, tried = time.monotonic(), 0, Attempts(resend)
         while True:
             attempt += 1
             hint = None
@@ -119,20 +122,17 @@ class AsyncClient:
                     if not self.retry.on_rate_limit:
                         return answer, attempt, None
                     hint = retry_hint(error)
-                last = error
             except ApiError as exc:
                 if exc.status < 500 and exc.status != 429:
                     raise
-                last = exc
+                error = exc
             except NOT_SENT as exc:
-                last = ApiError(UNREACHABLE, repr(exc))
+                error = ApiError(UNREACHABLE, repr(exc))
             except MAYBE_SENT as exc:
-                if not resend:
-                    raise ApiError(UNKNOWN_OUTCOME, repr(exc)) from exc
-                last = ApiError(UNKNOWN_OUTCOME, repr(exc))
+                error = ApiError(UNKNOWN_OUTCOME, repr(exc))
             wait = self.retry.delay(attempt, started, time.monotonic(), hint)
-            if wait < 0:
-                return None, attempt, last
+            if not tried.failed(error, maybe_sent(error)) or wait < 0:
+                return None, attempt, tried.outcome()
             self.counters["retries"] += 1
             await asyncio.sleep(wait)
 
@@ -225,6 +225,8 @@ class AsyncStream:
         self.queue: asyncio.Queue[WsMessage] = asyncio.Queue()
         self.connected = asyncio.Event()
         self.reconnects = 0
+        self.replaced = False  # a newer connection of the team took over: stopped for good
+        self.handler_errors = 0
         self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -252,10 +254,17 @@ class AsyncStream:
             try:
                 async with connect(self.url + self.tracker.query(), max_size=None,
                                    open_timeout=5, close_timeout=1, compression=None) as conn:
-                    backoff = 0.05
                     self.tracker.connected()
                     self.connected.set()
-                    gaps_in_a_row = gaps_in_a_row + 1 if await self._read(conn) else 0
+                    gap, delivered = await self._read(conn)
+                    gaps_in_a_row = gaps_in_a_row + 1 if gap else 0
+                    if delivered:  # see Stream._run: not on the handshake alone
+                        backoff = 0.05
+                if replaced(conn.close_code, conn.close_reason):
+                    log.warning("WebSocket replaced by a newer connection of this team; "
+                                "this stream stops")
+                    self.replaced = True
+                    return
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
                 if isinstance(exc, InvalidStatus) and exc.response.status_code == 401:
                     log.error("WebSocket refused: invalid API key")
@@ -267,7 +276,9 @@ class AsyncStream:
             self.reconnects += 1
             backoff = min(self.max_backoff_s, backoff * 2)
 
-    async def _read(self, conn: ClientConnection) -> bool:
+    async def _read(self, conn: ClientConnection) -> tuple[bool, int]:
+        """Deliver messages until the connection ends: (ended on a seq gap, how many)."""
+        delivered = 0
         async for raw in conn:
             msg = decode_ws(raw)
             if msg is None:
@@ -276,11 +287,16 @@ class AsyncStream:
             if verdict == "gap":
                 log.warning("WebSocket seq gap after %d (got %d); resyncing",
                             self.tracker.last, msg.seq)
-                return True
+                return True, delivered
             if verdict == "dup":
                 continue
-            if self.handler is not None:
-                self.handler(msg)
-            else:
+            delivered += 1
+            if self.handler is None:
                 self.queue.put_nowait(msg)
-        return False
+                continue
+            try:
+                self.handler(msg)
+            except Exception:  # a bug in the bot's handler must not end its stream
+                self.handler_errors += 1
+                log.exception("WebSocket handler failed on a %s message; going on", msg.type)
+        return False, delivered

@@ -58,6 +58,45 @@ class ApiError(Exception):
         self.status = status
 
 
+class Attempts:
+    """What the failed attempts of one request add up to.
+
+    An attempt "may have been sent" when its answer was lost (connection dropped after the
+    request left, a 5xx, PROCESSING_TIMEOUT). If any attempt may have been, the request's
+    failure is UNKNOWN_OUTCOME even when the last attempt surely never left: an order may
+    rest on the exchange, and the caller must re-read its orders to know."""
+
+    def __init__(self, resend: bool = True) -> None:
+        self.resend = resend  # False: an attempt that may have been sent is not sent again
+        self.maybe_sent = False
+        self.last: ApiError | None = None
+
+    def failed(self, error: ApiError, maybe_sent: bool) -> bool:
+        """Record a failed attempt; True if the request may be sent again."""
+        self.last = error
+        self.maybe_sent = self.maybe_sent or maybe_sent
+        return not (maybe_sent and not self.resend)
+
+    def outcome(self) -> ApiError:
+        last = self.last or ApiError(UNREACHABLE)
+        if not self.maybe_sent or last.code == UNKNOWN_OUTCOME:
+            return last
+        return ApiError(UNKNOWN_OUTCOME, f"an attempt may have reached the exchange; the last "
+                                         f"one failed with {last}", last.details, last.status)
+
+
+def maybe_sent(error: ApiError) -> bool:
+    """Whether a failed answer leaves open that the request was acted on."""
+    return error.status >= 500 or error.code in ("PROCESSING_TIMEOUT", UNKNOWN_OUTCOME)
+
+
+def replaced(close_code: int | None, close_reason: str | None) -> bool:
+    """The server closed the stream for a newer connection of the same team (our gateway:
+    1000 "replaced by a new connection"). Reconnecting would close that one in turn, and two
+    streams of one team would take turns for ever: a stream told this stops."""
+    return close_code == 1000 and "replaced" in (close_reason or "")
+
+
 class Team(msgspec.Struct, kw_only=True):
     team_id: str
     team_name: str
@@ -124,10 +163,12 @@ def new_prefix() -> str:
 
 
 class OrderIds:
-    """client_order_id generator: a random per-process prefix and a counter (unique, short)."""
+    """client_order_id generator: a random per-process prefix and a counter (unique, short).
+    A prefix of your own gets a random part too: a restarted bot counting from 1 again under
+    a fixed prefix would resend old ids, and the exchange answers those with the old orders."""
 
     def __init__(self, prefix: str | None = None) -> None:
-        self.prefix = prefix or new_prefix()
+        self.prefix = f"{prefix}.{secrets.token_hex(3)}" if prefix else new_prefix()
         self._n = itertools.count(1)
 
     def next(self) -> str:

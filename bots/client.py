@@ -34,6 +34,7 @@ from bots.api import (
     UNKNOWN_OUTCOME,
     UNREACHABLE,
     ApiError,
+    Attempts,
     OpenOrder,
     OrderBook,
     OrderIds,
@@ -47,8 +48,10 @@ from bots.api import (
     decode_ws,
     envelope_error,
     http_error,
+    maybe_sent,
     order_body,
     order_reply,
+    replaced,
     retry_hint,
     ws_url,
 )
@@ -104,7 +107,7 @@ class Client:
         """Send with retries: (envelope, attempts, None) or (None, attempts, why it failed).
 
         `resend` False: only a request that surely never left is sent again."""
-        started, attempt = time.monotonic(), 0
+        started, attempt, tried = time.monotonic(), 0, Attempts(resend)
         while True:
             attempt += 1
             hint = None
@@ -119,20 +122,17 @@ class Client:
                     if not self.retry.on_rate_limit:
                         return answer, attempt, None
                     hint = retry_hint(error)
-                last = error
             except ApiError as exc:
                 if exc.status < 500 and exc.status != 429:
                     raise
-                last = exc
+                error = exc
             except NOT_SENT as exc:
-                last = ApiError(UNREACHABLE, repr(exc))
+                error = ApiError(UNREACHABLE, repr(exc))
             except MAYBE_SENT as exc:
-                if not resend:
-                    raise ApiError(UNKNOWN_OUTCOME, repr(exc)) from exc
-                last = ApiError(UNKNOWN_OUTCOME, repr(exc))
+                error = ApiError(UNKNOWN_OUTCOME, repr(exc))
             wait = self.retry.delay(attempt, started, time.monotonic(), hint)
-            if wait < 0:
-                return None, attempt, last
+            if not tried.failed(error, maybe_sent(error)) or wait < 0:
+                return None, attempt, tried.outcome()
             self.counters["retries"] += 1
             time.sleep(wait)
 
@@ -237,6 +237,7 @@ class Stream:
         self.queue: queue.Queue[WsMessage] = queue.Queue(max_queue)
         self.connected = threading.Event()
         self.reconnects = 0
+        self.replaced = False  # a newer connection of the team took over: stopped for good
         self._closing = threading.Event()
         self._conn: ClientConnection | None = None
         self._thread = threading.Thread(target=self._run, name="itg-bot-ws", daemon=True)
@@ -286,10 +287,20 @@ class Stream:
             try:
                 with connect(self.url + self.tracker.query(), max_size=None,
                              open_timeout=5, close_timeout=1) as conn:
-                    self._conn, backoff = conn, 0.05
+                    self._conn = conn
+                    if self._closing.is_set():  # close() ran during the handshake
+                        return
                     self.tracker.connected()
                     self.connected.set()
-                    gaps_in_a_row = gaps_in_a_row + 1 if self._read(conn) else 0
+                    gap, delivered = self._read(conn)
+                    gaps_in_a_row = gaps_in_a_row + 1 if gap else 0
+                    if delivered:  # not on the handshake alone: a server that accepts and
+                        backoff = 0.05  # then closes at once must still be backed off from
+                if replaced(conn.close_code, conn.close_reason):
+                    log.warning("WebSocket replaced by a newer connection of this team; "
+                                "this stream stops")
+                    self.replaced = True
+                    return
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
                 if isinstance(exc, InvalidStatus) and exc.response.status_code == 401:
                     log.error("WebSocket refused: invalid API key")
@@ -303,8 +314,9 @@ class Stream:
             self.reconnects += 1
             backoff = min(self.max_backoff_s, backoff * 2)
 
-    def _read(self, conn: ClientConnection) -> bool:
-        """Deliver messages until the connection ends; True if it ended on a seq gap."""
+    def _read(self, conn: ClientConnection) -> tuple[bool, int]:
+        """Deliver messages until the connection ends: (ended on a seq gap, how many)."""
+        delivered = 0
         for raw in conn:
             msg = decode_ws(raw)
             if msg is None:
@@ -313,7 +325,17 @@ class Stream:
             if verdict == "gap":
                 log.warning("WebSocket seq gap after %d (got %d); resyncing",
                             self.tracker.last, msg.seq)
+                return True, delivered
+            if verdict != "dup" and self._put(msg):
+                delivered += 1
+        return False, delivered
+
+    def _put(self, msg: WsMessage) -> bool:
+        """Queue `msg`, waiting while the queue is full, but never past close()."""
+        while not self._closing.is_set():
+            try:
+                self.queue.put(msg, timeout=0.2)
                 return True
-            if verdict != "dup":
-                self.queue.put(msg)
+            except queue.Full:
+                continue
         return False

@@ -80,6 +80,8 @@ def test_ids_bodies_and_replies() -> None:
     a, b = ids.next(), ids.next()
     assert a != b and a.startswith(ids.prefix) and len(a) <= 64
     assert OrderIds().prefix != ids.prefix
+    mine = OrderIds("mybot")  # a restarted bot must not resend its old ids
+    assert mine.prefix.startswith("mybot.") and mine.prefix != OrderIds("mybot").prefix
     body = order_body("SPY", "buy", 3, 440.1 + 0.2, None, "x-1")
     assert body == {"instrument_id": "SPY", "side": "buy", "quantity": 3, "price": 440.3,
                     "client_order_id": "x-1"}
