@@ -44,6 +44,7 @@ from services.gateway.board import Board
 from services.gateway.bridge import BusTimeout, BusUnavailable
 from services.gateway.scores import Standings, team_id
 from services.gateway.spectators import POLICY, Spectator, serve
+from services.gateway.ws import TRY_AGAIN
 
 if TYPE_CHECKING:
     from services.gateway.app import Api
@@ -257,6 +258,9 @@ class Dashboard:
         if team is None:
             await websocket.close(POLICY, "first frame must be {type: auth, api_key: KEY}")
             return
+        if isinstance(team, Response):  # the exchange could not say: not a bad key (1008)
+            await websocket.close(TRY_AGAIN, "the exchange is unavailable; retry")
+            return
         closed = asyncio.create_task(_until_closed(websocket))
         try:
             while not closed.done():
@@ -269,7 +273,9 @@ class Dashboard:
         finally:
             closed.cancel()
 
-    async def _auth_frame(self, websocket: WebSocket, api: Api) -> TeamInfo | None:
+    async def _auth_frame(self, websocket: WebSocket, api: Api) -> TeamInfo | Response | None:
+        """The team of the first frame's key; None for no key or a bad one, a Response (503)
+        when the matcher could not be asked."""
         try:
             text = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT_S)
             body = msgspec.json.decode(text)
@@ -279,7 +285,7 @@ class Dashboard:
         if not isinstance(key, str) or body.get("type") != "auth":
             return None
         me = await api.caller(key)
-        return me if isinstance(me, TeamInfo) else None
+        return None if isinstance(me, Response) and me.status_code == 401 else me
 
 
 async def _until_closed(websocket: WebSocket) -> None:

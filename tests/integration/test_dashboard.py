@@ -7,6 +7,9 @@ views are saved under the test's temp dir (screenshots/).
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +18,13 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from common.game_master import rpc_call
 from common.messages import FairValues, FeedSnapshot, SnapshotRequest, UnderlyingTick
 from common.transport import make_socket
+from services.gateway.service import GatewayService
 from services.launcher import Cluster
 from tests.integration.gw import Exchange, Team, running
 
@@ -235,3 +241,55 @@ def test_the_spectator_stream_is_public_and_the_team_stream_needs_a_key(
     team: Team = exchange.register("api-reader")
     r = exchange.http.get("/dashboard/api/team", headers=team.headers)
     assert r.status_code == 200 and r.json()["team"]["team_id"] == team.team_id
+
+
+def test_the_team_tab_keeps_its_key_through_a_gateway_restart(
+        browser: Browser, tmp_path: Path) -> None:
+    """It retried once and then forgot the key (back to the login form) if that retry failed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with running(tmp_path / "data", gateway={"port": port, "leaderboard_interval_s": 0.2},
+                 matcher={"fsync": False}) as ex:
+        team = ex.register("restarted-tab", "hedge_fund")
+        context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+        page = context.new_page()
+        page.goto(ex.base + "/dashboard")
+        page.locator("nav button[data-tab=team]").click()
+        page.fill("#team-login input[name=key]", team.key)
+        page.click("#team-login button")
+        expect(page.locator("#team-summary")).to_contain_text("restarted-tab")
+        cluster = ex.cluster
+        cluster.services["gateway"].stop()
+        cluster._threads["gateway"].join(15)
+        time.sleep(2.5)  # long enough for a retry or two to fail
+        again = GatewayService(cluster.config, cluster.ctx)
+        thread = threading.Thread(target=again.run, daemon=True, name="test-gw-again")
+        thread.start()
+        cluster.services["gateway"], cluster._threads["gateway"] = again, thread
+        assert again.ready.wait(30)
+        expect(page.locator("#team-view")).to_be_visible(timeout=15_000)
+        expect(page.locator("#team-login")).to_be_hidden()
+        assert page.evaluate("sessionStorage.getItem('itg.teamKey')") == team.key
+        context.close()
+
+
+def test_the_team_stream_says_try_again_not_bad_key_while_the_matcher_is_down(
+        tmp_path: Path) -> None:
+    """A 1008 (bad key) made the page forget a good key during a matcher outage."""
+    with running(tmp_path / "data", gateway={"request_timeout_s": 0.5},
+                 matcher={"fsync": False}) as ex:
+        team = ex.register("outage-tab", "hedge_fund")
+
+        def closed_with(key: str) -> tuple[int | None, str | None]:
+            with connect(ex.ws_base + "/ws/team") as ws:
+                ws.send(json.dumps({"type": "auth", "api_key": key}))
+                with pytest.raises(ConnectionClosed):
+                    ws.recv(timeout=5)
+                return ws.close_code, ws.close_reason
+
+        assert closed_with("itg_not-a-key")[0] == 1008  # a key that is wrong is told so
+        ex.gateway.gateway.keys._known.clear()  # as after a gateway restart: the key unknown
+        ex.cluster.services["matcher"].stop()
+        ex.cluster._threads["matcher"].join(10)
+        assert closed_with(team.key) == (1013, "the exchange is unavailable; retry")

@@ -9,6 +9,8 @@ const STORE = 'itg.teamKey';
 export class TeamView {
   constructor() {
     this.socket = null;
+    this.key = null; // the key being used: kept across reconnections until logout or a 1008
+    this.retryMs = 0;
     this.chart = new PnlChart($('pnl-chart'));
     $('team-login').addEventListener('submit', (e) => {
       e.preventDefault();
@@ -23,7 +25,8 @@ export class TeamView {
   }
 
   open(key) {
-    this.close();
+    this.disconnect();
+    this.key = key;
     $('team-error').textContent = '';
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const socket = new WebSocket(`${scheme}://${location.host}/ws/team`);
@@ -33,25 +36,32 @@ export class TeamView {
       const message = JSON.parse(event.data);
       if (message.type !== 'team') return;
       sessionStorage.setItem(STORE, key);
+      this.retryMs = 0;
       this.render(message.data);
     };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
-      if (event.code === 1008) {
-        sessionStorage.removeItem(STORE);
+      if (event.code === 1008) { // the gateway says the key is wrong: the only reason to forget it
+        this.close();
         $('team-error').textContent = 'Unknown API key';
-        this.show(false);
-      } else {
-        setTimeout(() => { if (!this.socket && sessionStorage.getItem(STORE)) this.open(key); }, 2000);
+        return;
       }
+      // a gateway restart, the exchange unavailable (1013): keep the key and try again
+      this.retryMs = Math.min(Math.max(this.retryMs * 2, 1000), 10000);
+      setTimeout(() => { if (!this.socket && this.key === key) this.open(key); }, this.retryMs);
     };
   }
 
-  close() {
+  disconnect() {
     const socket = this.socket;
     this.socket = null;
     if (socket) socket.close();
+  }
+
+  close() { // logout: this tab forgets the key
+    this.disconnect();
+    this.key = null;
     sessionStorage.removeItem(STORE);
     this.show(false);
   }
