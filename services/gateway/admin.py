@@ -10,13 +10,11 @@ events and simulator ROUTERs, answered with a ControlReply.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
-import itertools
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import zmq
 import zmq.asyncio
@@ -30,8 +28,6 @@ from common.messages import (
     CancelAll,
     Command,
     ControlReply,
-    DecodeError,
-    ErrorReply,
     ForceRegime,
     InjectNews,
     Message,
@@ -40,12 +36,10 @@ from common.messages import (
     SetSpeed,
     TeamQuery,
     TeamReply,
-    decode,
-    encode,
 )
-from common.transport import make_socket
 from services.gateway import handlers, schemas, views
 from services.gateway.bridge import BusTimeout, BusUnavailable
+from services.gateway.controls import Controls
 
 if TYPE_CHECKING:
     from services.gateway.app import Api
@@ -96,61 +90,11 @@ class HaltRequest(_AdminRequest):
     halted: StrictBool = True
 
 
-class Controls:
-    """Requests to the simulator's and the events service's ROUTERs, one at a time each."""
-
-    def __init__(self, api: Api) -> None:
-        self.gw = api.gw
-        self.ctx = zmq.asyncio.Context.shadow(api.gw.bridge.ctx)
-        self.socks: dict[str, zmq.asyncio.Socket] = {}
-        self.locks = {"sim_rpc": asyncio.Lock(), "events_rpc": asyncio.Lock()}
-        self.ids = itertools.count(1)
-
-    def close(self) -> None:
-        for sock in self.socks.values():
-            sock.close(linger=0)
-        self.socks.clear()
-
-    def _socket(self, channel: str) -> zmq.asyncio.Socket:
-        sock = self.socks.get(channel)
-        if sock is None:  # make_socket is typed for plain contexts; an asyncio one works alike
-            made: Any = make_socket(cast(Any, self.ctx), self.gw.config, channel, bind=False)
-            sock = self.socks[channel] = made
-        return sock
-
-    async def call(self, channel: str, request: Message) -> ControlReply:
-        timeout = self.gw.settings.request_timeout_s
-        async with self.locks[channel]:
-            sock = self._socket(channel)
-            rid = next(self.ids).to_bytes(8, "big")
-            await sock.send_multipart([rid, encode(request)])
-            deadline = asyncio.get_running_loop().time() + timeout
-            while True:  # answers to earlier, abandoned requests are skipped
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    raise BusTimeout()
-                frames = await asyncio.wait_for(sock.recv_multipart(), left)
-                if len(frames) == 2 and frames[0] == rid:
-                    return _control_reply(frames[1])
-
-
-def _control_reply(payload: bytes) -> ControlReply:
-    try:
-        reply = decode(payload)
-    except DecodeError as exc:
-        raise BusUnavailable(f"malformed answer: {exc}") from exc
-    if isinstance(reply, ErrorReply):
-        raise BusUnavailable(reply.message)
-    if not isinstance(reply, ControlReply):
-        raise BusUnavailable(f"unexpected answer {type(reply).__name__}")
-    return reply
-
-
 class Admin:
     def __init__(self, api: Api) -> None:
         self.gw = api.gw
         self.key = api.gw.settings.admin_key
-        self.controls = Controls(api)
+        self.controls = Controls(api.gw)
 
     def denied(self, request: Request) -> Response | None:
         if not self.key:
@@ -173,7 +117,7 @@ class Admin:
 
     async def control(self, channel: str, request: Message, what: str) -> handlers.Body:
         try:
-            reply = await self.controls.call(channel, request)
+            reply = await self.controls.call(channel, request, ControlReply)
         except (BusTimeout, TimeoutError):
             return handlers.failure(None, "PROCESSING_TIMEOUT", f"No answer from {channel}")
         except (BusUnavailable, zmq.ZMQError) as exc:

@@ -22,6 +22,7 @@ from common.config import Config
 from common.messages import (
     DecodeError,
     FairValues,
+    FeedSnapshot,
     News,
     SimState,
     TradePrint,
@@ -93,6 +94,19 @@ class Board:
                 self._news(event)
             case SimState():
                 self._regime(event)
+
+    def load(self, snapshot: FeedSnapshot) -> None:
+        """The simulator's last prices, for what the live feed has not brought yet: started
+        while the game is paused, a gateway would otherwise have no spot or fair value (and
+        mark to last trades) until the game goes on."""
+        if self.epoch and snapshot.epoch != self.epoch:  # the live feed is ahead: a restart
+            return
+        for event in snapshot.events.values():
+            if isinstance(event, UnderlyingTick) and event.symbol not in self.spots:
+                self._underlying(event)
+            elif isinstance(event, FairValues) and not any(
+                    iid in self.fair for iid, _, _ in event.values):
+                self._fair(event)
 
     def _new_epoch(self, epoch: int) -> bool:
         if epoch == self.epoch:

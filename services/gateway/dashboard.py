@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import zmq
 from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -34,6 +35,8 @@ from common.messages import (
     AccountReply,
     DecodeError,
     ExecutionReport,
+    FeedSnapshot,
+    SnapshotRequest,
     TeamInfo,
     TeamQuery,
     TeamReply,
@@ -42,6 +45,7 @@ from common.messages import (
 from services.gateway import views
 from services.gateway.board import Board
 from services.gateway.bridge import BusTimeout, BusUnavailable
+from services.gateway.controls import Controls
 from services.gateway.scores import Standings, team_id
 from services.gateway.spectators import POLICY, Spectator, serve
 from services.gateway.ws import TRY_AGAIN
@@ -57,11 +61,13 @@ DEPTH = 10
 QUOTES_EVERY_S = 5.0  # every quote again now and then (a book mirror resync is silent)
 HEALTH_EVERY_S = 1.0
 AUTH_TIMEOUT_S = 10.0
+PRICES_RETRY_S = 3.0
 
 
 class Dashboard:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self.controls = Controls(gw)
         self.settings = gw.settings
         self.board = Board(gw.config)
         self.standings = Standings(gw.config)
@@ -83,7 +89,8 @@ class Dashboard:
         self.gw.private_taps.append(self._on_private)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._poll_loop()),
-                       loop.create_task(self._broadcast_loop())]
+                       loop.create_task(self._broadcast_loop()),
+                       loop.create_task(self._load_prices())]
 
     async def stop(self) -> None:
         for spectator in [*self.spectators, *self.joining]:
@@ -91,6 +98,20 @@ class Dashboard:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.controls.close()
+
+    async def _load_prices(self) -> None:
+        """The simulator's last prices once (see Board.load); until it answers, every few
+        seconds: it may be starting, or down."""
+        while True:
+            try:
+                snapshot = await self.controls.call("sim_rpc", SnapshotRequest(), FeedSnapshot)
+            except (BusTimeout, BusUnavailable, TimeoutError, zmq.ZMQError) as exc:
+                log.debug("dashboard: no simulator snapshot yet (%r)", exc)
+                await asyncio.sleep(PRICES_RETRY_S)
+                continue
+            self.board.load(snapshot)
+            return
 
     # --- marks ---
 

@@ -26,6 +26,7 @@ from common.messages import FairValues, FeedSnapshot, SnapshotRequest, Underlyin
 from common.transport import make_socket
 from services.gateway.service import GatewayService
 from services.launcher import Cluster
+from tests.conftest import wait_for
 from tests.integration.gw import Exchange, Team, running
 
 CHROMIUM = "/usr/bin/chromium"
@@ -293,3 +294,23 @@ def test_the_team_stream_says_try_again_not_bad_key_while_the_matcher_is_down(
         ex.cluster.services["matcher"].stop()
         ex.cluster._threads["matcher"].join(10)
         assert closed_with(team.key) == (1013, "the exchange is unavailable; retry")
+
+
+def test_a_gateway_started_while_the_game_stands_still_has_the_simulators_prices(
+        tmp_path: Path) -> None:
+    """It learnt prices only from live ticks: started after the simulator's last one (a paused
+    game), it marked every position to its last trade and showed no fair value or spot."""
+    with running(tmp_path / "data", ("matcher", "simulator", "gateway"),
+                 matcher={"fsync": False},
+                 simulator={"speed": 0.001, "retail_orders_per_tick": 0.0}) as ex:
+
+        def public_snapshot() -> dict[str, Any]:
+            with connect(ex.ws_base + "/ws/public") as ws:
+                first = json.loads(ws.recv(timeout=5))
+            assert first["type"] == "snapshot"
+            return first["data"]  # type: ignore[no-any-return]
+
+        wait_for(lambda: public_snapshot()["fair"], 10, "the simulator's fair values")
+        data = public_snapshot()
+        assert set(data["spots"]) == {"SPX", "SPY"} and data["spots"]["SPX"] > 0
+        assert "SPX_4400_CALL" in data["fair"]
