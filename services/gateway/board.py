@@ -163,10 +163,23 @@ class Board:
         regime = s.window[0]  # in force at s.tick; the rest of the window is the future
         if not self._segments or self._segments[-1][1] != regime:
             self._segments.append((s.tick, regime))
+            self._forget_old_regimes()
         horizon = s.tick - self.delay_ticks  # the newest tick that may be shown
         if horizon + 1 > self._released:
             self._released = horizon + 1
             self.changed["regimes"] = True
+
+    def _forget_old_regimes(self) -> None:
+        """Only spans the chart can show: those after its oldest point (HISTORY per symbol).
+        Kept for ever, every update carried all of them (48 KB after 8 game hours)."""
+        starts = [points[0][0] for points in self.points.values() if points]
+        if not starts:
+            return
+        oldest_tick = min(starts) / self.tick_s
+        drop = 0
+        while drop + 1 < len(self._segments) and self._segments[drop + 1][0] <= oldest_tick:
+            drop += 1
+        del self._segments[:drop]
 
     # --- reading ---
 

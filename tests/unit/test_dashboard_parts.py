@@ -56,6 +56,19 @@ def test_a_regime_is_shown_only_once_it_is_older_than_the_delay(regimes: list[in
         assert "high" not in str(shown) or 2 in regimes[: max(horizon + 1, 0)]  # no future
 
 
+def test_regimes_older_than_the_charts_oldest_point_are_forgotten(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("services.gateway.board.HISTORY", 10)  # the chart keeps 10 points
+    b = board(tmp_path, delay_s=0)
+    for tick in range(100):  # a new regime every 5 ticks: 20 spans in all
+        b.feed(topics.underlying("SPX"), encode(UnderlyingTick(
+            symbol="SPX", price=440_000, tick=tick, game_s=float(tick), epoch=7)))
+        b.feed(*state(tick, tick // 5 % 3))
+    assert [p[0] for p in b.points["SPX"]] == list(range(90, 100))
+    spans = b.regimes()["spans"]  # trimmed as new regimes come: at most one span before
+    assert [s[0] for s in spans] == [85, 90, 95] and spans[-1][1] == 100  # the chart's start
+
+
 def test_a_new_simulator_epoch_starts_the_picture_afresh(tmp_path: Path) -> None:
     b = board(tmp_path, delay_s=0)
     for tick in range(3):
