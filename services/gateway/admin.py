@@ -10,10 +10,8 @@ events and simulator ROUTERs, answered with a ControlReply.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import zmq
@@ -39,10 +37,10 @@ from common.messages import (
 )
 from services.gateway import handlers, schemas, views
 from services.gateway.bridge import BusTimeout, BusUnavailable
-from services.gateway.controls import Controls
 
 if TYPE_CHECKING:
     from services.gateway.app import Api
+    from services.gateway.controls import Controls
     from services.gateway.dashboard import Dashboard
 
 log = logging.getLogger(__name__)
@@ -91,10 +89,10 @@ class HaltRequest(_AdminRequest):
 
 
 class Admin:
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, controls: Controls) -> None:
         self.gw = api.gw
         self.key = api.gw.settings.admin_key
-        self.controls = Controls(api.gw)
+        self.controls = controls  # the dashboard's: it opens and closes them
 
     def denied(self, request: Request) -> Response | None:
         if not self.key:
@@ -165,16 +163,8 @@ def _documented(model: type[schemas._Request] | None = None) -> dict[str, Any]:
 
 
 def install(app: FastAPI, api: Api, dash: Dashboard) -> Admin:
-    admin = Admin(api)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Any) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            admin.controls.close()
-
-    router = APIRouter(prefix="/admin", tags=["admin"], lifespan=lifespan)
+    admin = Admin(api, dash.controls)
+    router = APIRouter(prefix="/admin", tags=["admin"])
 
     async def guarded(request: Request, model: type[schemas._Request] | None, then: Any
                       ) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from common.config import RoleConfig
 from common.messages import (
     AccountQuery,
     AccountReply,
@@ -119,7 +120,7 @@ def _ticks(price: float | None, max_ticks: int) -> int | tuple[str, str, Body] |
             "price": price, "tick": 0.01}
 
 
-def _check(gw: Gateway, me: TeamInfo, req: OrderRequest,
+def _check(gw: Gateway, role: RoleConfig | None, req: OrderRequest,
            order_type: str) -> int | tuple[str, str, Body] | None:
     """The price in ticks (None for a market order), or the reject, in the matcher's order."""
     if problem := _shape(req, order_type):
@@ -127,7 +128,6 @@ def _check(gw: Gateway, me: TeamInfo, req: OrderRequest,
     ticks = None if order_type == "market" else _ticks(req.price, gw.max_price_ticks)
     if isinstance(ticks, tuple):
         return ticks
-    role = gw.config.game.roles.get(me.role)
     low, high = (role.min_order_size, role.max_order_size) if role else (1, 0)
     return _quantity(req.quantity, low, high) or ticks
 
@@ -135,10 +135,10 @@ def _check(gw: Gateway, me: TeamInfo, req: OrderRequest,
 async def place(gw: Gateway, me: TeamInfo, req: OrderRequest) -> Body:
     rid = req.request_id
     order_type = req.order_type or ("limit" if req.price is not None else "market")
-    ticks = _check(gw, me, req, order_type)
+    role = gw.config.game.roles.get(me.role)
+    ticks = _check(gw, role, req, order_type)
     if isinstance(ticks, tuple):
         return failure(rid, *ticks)
-    role = gw.config.game.roles.get(me.role)
     if role and (over := gw.limiter.admit(me.team_id, role.max_orders_per_s)) is not None:
         return failure(rid, "RATE_LIMIT_EXCEEDED", "Order rate limit exceeded", over)
     answer = await ask(gw, NewOrder(
