@@ -41,13 +41,14 @@ from bots.api import (
     SeqTracker,
     Team,
     WsMessage,
+    cancel_reply,
     convert,
     decode_ws,
     envelope_error,
     http_error,
     maybe_sent,
     order_body,
-    order_reply,
+    place_reply,
     replaced,
     retry_hint,
     ws_url,
@@ -105,22 +106,24 @@ class AsyncClient:
         return parsed
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
-                    auth: bool = True, resend: bool = True
-                    ) -> tuple[dict[str, Any] | None, int, ApiError | None]:
-        started, attempt, tried = time.monotonic(), 0, Attempts(resend)
+                    auth: bool = True, resend: bool = True, gated: bool = False
+                    ) -> tuple[dict[str, Any] | None, Attempts]:
+        started, tried = time.monotonic(), Attempts(resend)
         while True:
-            attempt += 1
+            tried.count += 1
             hint = None
+            if gated:  # every attempt: a resend counts against the exchange's rate too
+                await self._wait_gate()
             try:
                 answer = await self._send(method, path, body, auth)
                 error = envelope_error(answer)
                 if error is None or error.code not in RETRYABLE_CODES | {RATE_LIMITED}:
-                    return answer, attempt, None
+                    return answer, tried
                 if error.code == RATE_LIMITED:
                     self.gate.learn(error)
                     self.counters["rate_limited"] += 1
                     if not self.retry.on_rate_limit:
-                        return answer, attempt, None
+                        return answer, tried
                     hint = retry_hint(error)
             except ApiError as exc:
                 if exc.status < 500 and exc.status != 429:
@@ -130,28 +133,26 @@ class AsyncClient:
                 error = ApiError(UNREACHABLE, repr(exc))
             except MAYBE_SENT as exc:
                 error = ApiError(UNKNOWN_OUTCOME, repr(exc))
-            wait = self.retry.delay(attempt, started, time.monotonic(), hint)
+            wait = self.retry.delay(tried.count, started, time.monotonic(), hint)
             if not tried.failed(error, maybe_sent(error)) or wait < 0:
-                return None, attempt, tried.outcome()
+                return None, tried
             self.counters["retries"] += 1
             await asyncio.sleep(wait)
 
     async def _data(self, method: str, path: str) -> Any:
-        answer, _, failure = await self._call(method, path)
+        answer, tried = await self._call(method, path)
         if answer is None:
-            assert failure is not None
-            raise failure
+            raise tried.outcome()
         if (error := envelope_error(answer)) is not None:
             raise error
         return answer.get("data")
 
     async def register(self, team_name: str, role: str) -> Team:
-        answer, _, failure = await self._call("POST", "/game/teams/register",
+        answer, tried = await self._call("POST", "/game/teams/register",
                                               {"team_name": team_name, "role": role},
                                               auth=False, resend=False)
         if answer is None:
-            assert failure is not None
-            raise failure
+            raise tried.outcome()
         if (error := envelope_error(answer)) is not None:
             raise error
         self.team = convert(answer["data"], Team)
@@ -169,27 +170,23 @@ class AsyncClient:
                     client_order_id: str | None = None) -> OrderReply:
         coid = client_order_id or self.ids.next()
         body = order_body(instrument_id, side, quantity, price, order_type, coid)
+        try:
+            answer, tried = await self._call("POST", "/exchange/orders", body, gated=True)
+        except ApiError as exc:
+            return OrderReply(ok=False, client_order_id=coid, error=exc)
+        reply = place_reply(answer, tried, coid)
+        self.counters["unknown_outcomes"] += reply.code == UNKNOWN_OUTCOME
+        return reply
+
+    async def cancel(self, order_id: str) -> OrderReply:
+        answer, tried = await self._call("DELETE", f"/exchange/orders/{order_id}")
+        return cancel_reply(answer, tried, order_id)
+
+    async def _wait_gate(self) -> None:
         while (wait := self.gate.delay(time.monotonic())) > 0:
             self.gate.waited_s += wait
             await asyncio.sleep(wait)
         self.gate.take(time.monotonic())
-        try:
-            answer, attempts, failure = await self._call("POST", "/exchange/orders", body)
-        except ApiError as exc:
-            return OrderReply(ok=False, client_order_id=coid, error=exc)
-        if answer is None:
-            assert failure is not None
-            self.counters["unknown_outcomes"] += failure.code == UNKNOWN_OUTCOME
-            return OrderReply(ok=False, client_order_id=coid, error=failure, attempts=attempts)
-        return order_reply(answer, coid, attempts)
-
-    async def cancel(self, order_id: str) -> OrderReply:
-        answer, attempts, failure = await self._call("DELETE", f"/exchange/orders/{order_id}")
-        if answer is None:
-            return OrderReply(ok=False, order_id=order_id, error=failure, attempts=attempts)
-        reply = order_reply(answer, None, attempts)
-        reply.order_id = reply.order_id or order_id
-        return reply
 
     async def open_orders(self) -> list[OpenOrder]:
         data = await self._data("GET", "/exchange/orders")

@@ -68,6 +68,7 @@ class Attempts:
 
     def __init__(self, resend: bool = True) -> None:
         self.resend = resend  # False: an attempt that may have been sent is not sent again
+        self.count = 0  # attempts made
         self.maybe_sent = False
         self.last: ApiError | None = None
 
@@ -180,10 +181,18 @@ def order_body(instrument_id: str, side: str, quantity: int, price: float | None
     body: dict[str, Any] = {"instrument_id": instrument_id, "side": side, "quantity": quantity,
                             "client_order_id": client_order_id}
     if price is not None:
-        body["price"] = round(float(price), 2)
+        body["price"] = _wire_price(float(price))
     if order_type is not None:
         body["order_type"] = order_type
     return body
+
+
+def _wire_price(price: float) -> float:
+    """The price as sent: float noise (440.1 + 0.2 = 440.30000000000007) is snapped to its
+    cent, but a price really off the tick (25.555) goes as asked and the exchange refuses it
+    (INVALID_PRICE): rounding it here would buy higher or sell lower than the bot meant."""
+    cents = round(price * 100)
+    return cents / 100 if abs(price * 100 - cents) < 1e-6 else price
 
 
 def envelope_error(body: dict[str, Any]) -> ApiError | None:
@@ -213,6 +222,27 @@ def order_reply(body: dict[str, Any], client_order_id: str | None, attempts: int
         filled_quantity=int(data.get("filled_quantity") or 0),
         remaining_quantity=data.get("remaining_quantity"),
         average_price=_float(data.get("average_price")), error=error, attempts=attempts)
+
+
+def place_reply(answer: dict[str, Any] | None, tried: Attempts, coid: str) -> OrderReply:
+    if answer is None:
+        return OrderReply(ok=False, client_order_id=coid, error=tried.outcome(),
+                          attempts=tried.count)
+    return order_reply(answer, coid, tried.count)
+
+
+def cancel_reply(answer: dict[str, Any] | None, tried: Attempts, order_id: str) -> OrderReply:
+    """A cancel's answer. CANCEL_FAILED after an attempt that may have reached the exchange
+    is UNKNOWN_OUTCOME: that attempt may have cancelled the order itself."""
+    if answer is None:
+        return OrderReply(ok=False, order_id=order_id, error=tried.outcome(),
+                          attempts=tried.count)
+    reply = order_reply(answer, None, tried.count)
+    reply.order_id = reply.order_id or order_id
+    if tried.maybe_sent and reply.error is not None and reply.error.code == "CANCEL_FAILED":
+        reply.error = ApiError(UNKNOWN_OUTCOME, "the order was not found, but an earlier "
+                               "attempt may have cancelled it", reply.error.details)
+    return reply
 
 
 def _float(value: Any) -> float | None:
@@ -274,7 +304,10 @@ class RateGate:
         return sent[-self.limit] + self.span - now
 
     def take(self, now: float) -> None:
-        self.sent.append(now)
+        sent = self.sent
+        sent.append(now)
+        while sent[0] <= now - self.span:  # trimmed here too: with no limit known yet,
+            sent.popleft()  # `delay` never runs it, and a long game would keep every time
 
     def learn(self, error: ApiError) -> None:
         limit = error.details.get("limit")

@@ -44,13 +44,14 @@ from bots.api import (
     SeqTracker,
     Team,
     WsMessage,
+    cancel_reply,
     convert,
     decode_ws,
     envelope_error,
     http_error,
     maybe_sent,
     order_body,
-    order_reply,
+    place_reply,
     replaced,
     retry_hint,
     ws_url,
@@ -102,25 +103,28 @@ class Client:
         return parsed
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
-              auth: bool = True, resend: bool = True) -> tuple[dict[str, Any] | None, int,
-                                                              ApiError | None]:
-        """Send with retries: (envelope, attempts, None) or (None, attempts, why it failed).
+              auth: bool = True, resend: bool = True, gated: bool = False
+             ) -> tuple[dict[str, Any] | None, Attempts]:
+        """Send with retries: (the envelope or None, the attempts; `outcome()` says why none).
 
-        `resend` False: only a request that surely never left is sent again."""
-        started, attempt, tried = time.monotonic(), 0, Attempts(resend)
+        `resend` False: only a request that surely never left is sent again. `gated`: each
+        attempt waits for the rate gate."""
+        started, tried = time.monotonic(), Attempts(resend)
         while True:
-            attempt += 1
+            tried.count += 1
             hint = None
+            if gated:  # every attempt: a resend counts against the exchange's rate too
+                self._wait_gate()
             try:
                 answer = self._send(method, path, body, auth)
                 error = envelope_error(answer)
                 if error is None or error.code not in RETRYABLE_CODES | {RATE_LIMITED}:
-                    return answer, attempt, None
+                    return answer, tried
                 if error.code == RATE_LIMITED:
                     self.gate.learn(error)
                     self.counters["rate_limited"] += 1
                     if not self.retry.on_rate_limit:
-                        return answer, attempt, None
+                        return answer, tried
                     hint = retry_hint(error)
             except ApiError as exc:
                 if exc.status < 500 and exc.status != 429:
@@ -130,17 +134,16 @@ class Client:
                 error = ApiError(UNREACHABLE, repr(exc))
             except MAYBE_SENT as exc:
                 error = ApiError(UNKNOWN_OUTCOME, repr(exc))
-            wait = self.retry.delay(attempt, started, time.monotonic(), hint)
+            wait = self.retry.delay(tried.count, started, time.monotonic(), hint)
             if not tried.failed(error, maybe_sent(error)) or wait < 0:
-                return None, attempt, tried.outcome()
+                return None, tried
             self.counters["retries"] += 1
             time.sleep(wait)
 
     def _data(self, method: str, path: str) -> Any:
-        answer, _, failure = self._call(method, path)
+        answer, tried = self._call(method, path)
         if answer is None:
-            assert failure is not None
-            raise failure
+            raise tried.outcome()
         if (error := envelope_error(answer)) is not None:
             raise error
         return answer.get("data")
@@ -149,12 +152,11 @@ class Client:
 
     def register(self, team_name: str, role: str) -> Team:
         """Register a team and keep its API key (shown once: store it if you need it later)."""
-        answer, _, failure = self._call("POST", "/game/teams/register",
+        answer, tried = self._call("POST", "/game/teams/register",
                                         {"team_name": team_name, "role": role}, auth=False,
                                         resend=False)
         if answer is None:
-            assert failure is not None
-            raise failure
+            raise tried.outcome()
         if (error := envelope_error(answer)) is not None:
             raise error
         self.team = convert(answer["data"], Team)
@@ -173,24 +175,17 @@ class Client:
         look at `reply.ok` and `reply.error` (code, message, details)."""
         coid = client_order_id or self.ids.next()
         body = order_body(instrument_id, side, quantity, price, order_type, coid)
-        self._wait_gate()
         try:
-            answer, attempts, failure = self._call("POST", "/exchange/orders", body)
+            answer, tried = self._call("POST", "/exchange/orders", body, gated=True)
         except ApiError as exc:  # 401, 422: this request can never succeed
             return OrderReply(ok=False, client_order_id=coid, error=exc)
-        if answer is None:
-            assert failure is not None
-            self.counters["unknown_outcomes"] += failure.code == UNKNOWN_OUTCOME
-            return OrderReply(ok=False, client_order_id=coid, error=failure, attempts=attempts)
-        return order_reply(answer, coid, attempts)
+        reply = place_reply(answer, tried, coid)
+        self.counters["unknown_outcomes"] += reply.code == UNKNOWN_OUTCOME
+        return reply
 
     def cancel(self, order_id: str) -> OrderReply:
-        answer, attempts, failure = self._call("DELETE", f"/exchange/orders/{order_id}")
-        if answer is None:
-            return OrderReply(ok=False, order_id=order_id, error=failure, attempts=attempts)
-        reply = order_reply(answer, None, attempts)
-        reply.order_id = reply.order_id or order_id
-        return reply
+        answer, tried = self._call("DELETE", f"/exchange/orders/{order_id}")
+        return cancel_reply(answer, tried, order_id)
 
     def open_orders(self) -> list[OpenOrder]:
         return convert(self._data("GET", "/exchange/orders")["orders"], list[OpenOrder])  # type: ignore[no-any-return]

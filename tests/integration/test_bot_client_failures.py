@@ -30,9 +30,10 @@ class LoseAnswers(httpx.BaseTransport):
     """Every request is really sent; the first answer of the armed kind is then lost (a read
     timeout), and later attempts cannot connect (a gateway restarting)."""
 
-    def __init__(self, rewrite: dict[str, Any] | None = None) -> None:
+    def __init__(self, rewrite: dict[str, Any] | None = None, then_answer: bool = False) -> None:
         self.real = httpx.HTTPTransport()
         self.rewrite = rewrite  # instead of losing the first answer, replace its body
+        self.then_answer = then_answer  # later attempts get through (a brief hiccup)
         self.armed = False
         self.seen = 0
 
@@ -40,6 +41,8 @@ class LoseAnswers(httpx.BaseTransport):
         if not self.armed:
             return self.real.handle_request(request)
         self.seen += 1
+        if self.seen > 1 and self.then_answer:
+            return self.real.handle_request(request)
         if self.seen > 1:
             raise httpx.ConnectError("gateway restarting", request=request)
         answer = self.real.handle_request(request)
@@ -62,6 +65,45 @@ def test_an_order_whose_answer_was_lost_stays_an_unknown_outcome(exchange: Excha
         assert client.counters["unknown_outcomes"] == 1 and lossy.seen == 3
         lossy.armed = False
         assert [o.client_order_id for o in client.open_orders()] == [reply.client_order_id]
+    finally:
+        client.close()
+
+
+def test_a_cancel_resent_after_a_lost_answer_does_not_report_a_plain_failure(
+        exchange: Exchange) -> None:
+    """The first DELETE cancels, its answer is lost; the resend finds no order. That said
+    CANCEL_FAILED, as if the order had filled: the cancel's outcome is unknown to the bot."""
+    lossy = LoseAnswers(then_answer=True)
+    client = Client(exchange.base, http=httpx.Client(transport=lossy),
+                    retry=Retry(attempts=3, base_s=0.01))
+    try:
+        client.register("lost-cancel", "hedge_fund")
+        placed = client.place("SPX_4200_PUT", "buy", 5, 0.25)
+        assert placed.ok and placed.order_id is not None
+        lossy.armed = True
+        reply = client.cancel(placed.order_id)
+        assert lossy.seen == 2 and reply.attempts == 2
+        assert not reply.ok and reply.code == UNKNOWN_OUTCOME
+        lossy.armed = False
+        assert client.open_orders() == []  # it was the first attempt that cancelled it
+        again = client.cancel(placed.order_id)  # no resend: the plain answer
+        assert again.code == "CANCEL_FAILED" and again.attempts == 1
+    finally:
+        client.close()
+
+
+def test_an_order_sent_again_waits_for_the_rate_gate_each_time(exchange: Exchange) -> None:
+    lossy = LoseAnswers(then_answer=True)
+    client = Client(exchange.base, http=httpx.Client(transport=lossy),
+                    retry=Retry(attempts=3, base_s=0.01))
+    try:
+        client.register("gated-resend", "hedge_fund")
+        client.gate.limit = 1
+        lossy.armed = True
+        started = time.monotonic()
+        reply = client.place("SPX_4200_PUT", "buy", 5, 0.25)
+        assert reply.ok and reply.attempts == 2
+        assert time.monotonic() - started >= 1.0  # the resend waited for the first to leave
     finally:
         client.close()
 
@@ -129,6 +171,11 @@ def test_an_async_handler_that_raises_does_not_end_the_stream(exchange: Exchange
         async with AsyncClient(exchange.base, team.key) as client:
             stream = client.stream(handler)
             assert await stream.wait_connected(5)
+            # orders placed before the snapshot is taken are in it, their acks not sent: the
+            # handshake comes first, so wait for the snapshot itself
+            deadline = time.monotonic() + 5
+            while not seen and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
             for price in (1.00, 1.01):
                 assert (await client.place("SPX_4200_PUT", "buy", 1, price)).ok
             deadline = time.monotonic() + 5

@@ -68,6 +68,15 @@ def test_rate_gate_keeps_a_sliding_second_and_learns_the_limit() -> None:
     assert gate.delay(1.2) == pytest.approx(0.2)
 
 
+def test_rate_gate_keeps_only_the_last_window_while_no_limit_is_known() -> None:
+    gate = RateGate(None, margin_s=0.0)
+    for i in range(10_000):  # a long game at 100 orders/s, never refused
+        gate.take(i / 100)
+    assert len(gate.sent) == 100
+    gate.learn(ApiError("RATE_LIMIT_EXCEEDED", details={"limit": 50}))
+    assert gate.delay(99.995) > 0  # what it kept is enough to obey a limit learnt later
+
+
 def test_retry_gives_up_on_attempts_or_time() -> None:
     r = Retry(attempts=3, total_s=1.0, base_s=0.1, max_s=0.3)
     assert [r.delay(a, 0.0, 0.0) for a in (1, 2, 3)] == [0.1, 0.2, -1.0]
@@ -85,6 +94,9 @@ def test_ids_bodies_and_replies() -> None:
     body = order_body("SPY", "buy", 3, 440.1 + 0.2, None, "x-1")
     assert body == {"instrument_id": "SPY", "side": "buy", "quantity": 3, "price": 440.3,
                     "client_order_id": "x-1"}
+    # off the tick: sent as asked, for the exchange to refuse, never moved to another price
+    assert order_body("SPY", "buy", 1, 25.555, None, "x")["price"] == 25.555
+    assert order_body("SPY", "sell", 1, 0.1 + 0.2, "limit", "x")["price"] == 0.3
     original = {"success": True, "request_id": "r", "order_id": "ORD_1", "data": None,
                 "error": None, "timestamp": "t"}  # the original server's answer: no data
     reply = order_reply(original, "x-1", 1)
