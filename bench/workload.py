@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from common.config import Config, load_config
+from common.config import Config, load_config, only_roles
 from common.messages import CancelOrder, Command, NewOrder, RegisterTeam
 from services.matcher.book import OrderBook
 from services.matcher.engine import Engine
@@ -24,8 +24,9 @@ STEP_NS = 10_000  # command time advances 10 us per order
 
 
 def bench_config(data_dir: str = "bench-data", **extra: Any) -> Config:
-    return load_config(env={}, overrides={"data_dir": data_dir,
-                                          "game": {"roles": {"bench": BENCH_ROLE}}, **extra})
+    roles = only_roles({"bench": BENCH_ROLE})
+    return load_config(env={}, overrides={"data_dir": data_dir, "game": {"roles": roles},
+                                          **extra})
 
 
 def registrations() -> list[Command]:

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from common.market_settings import EventsSettings, SimulatorSettings
-from common.money import to_ticks
+from common.money import TICKS_PER_UNIT, to_ticks
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,9 @@ class MatcherConfig(_Section, frozen=True, kw_only=True):
                   book_depth=self.book_depth, snapshots_kept=self.snapshots_kept)
 
 
+BUS_OWNERS = ("matcher", "simulator", "events")  # the services that bind (common/transport.py)
+
+
 class BusConfig(_Section, frozen=True, kw_only=True):
     transport: str = "inproc"  # inproc (threads in one process) | ipc | tcp
     ipc_dir: str = ""  # default: <data_dir>/run
@@ -173,6 +176,9 @@ class BusConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("transport must be inproc, ipc or tcp")
         if not 1024 <= self.tcp_base_port <= 65000:
             raise ValueError("tcp_base_port must be within 1024..65000")
+        if unknown := sorted(set(self.hosts) - set(BUS_OWNERS)):  # a typo fell back to localhost
+            raise ValueError(f"hosts: unknown service(s) {unknown}; the services that bind are "
+                             f"{', '.join(BUS_OWNERS)}")
         _positive(heartbeat_s=self.heartbeat_s)
 
 
@@ -248,6 +254,21 @@ class Config(_Section, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        self._check_start_prices()
+
+    def _check_start_prices(self) -> None:
+        """The simulator opens SPX at `spx_start` and SPY at SPX / `spy_ratio`: an underlying's
+        `start_price` that says otherwise would be silently ignored, and every strike, fair
+        value and mark priced off another spot."""
+        starts = {u.symbol: u.start_price for u in self.game.underlyings}
+        sim = self.simulator
+        opening = {"SPX": sim.spx_start, "SPY": sim.spx_start / sim.spy_ratio}
+        for symbol, price in opening.items():  # in ticks: the simulator opens on a whole cent
+            if symbol in starts and to_ticks(starts[symbol]) != round(price * TICKS_PER_UNIT):
+                raise ValueError(
+                    f"game.underlyings {symbol} start_price {starts[symbol]} disagrees with the "
+                    f"simulator, which opens {symbol} at {price:g} (simulator.spx_start "
+                    f"{sim.spx_start:g}, spy_ratio {sim.spy_ratio:g}): set them to agree")
 
     @property
     def data_path(self) -> Path:
@@ -291,6 +312,33 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _roles_over_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """A role's table changes only what it names: `[game.roles.market_maker]
+    max_orders_per_s = 20` keeps every other role (the house teams' too: without them retail
+    flow stops) and the market maker's other settings. A new role names every required field;
+    `enabled = false` takes a role out of the game."""
+    game = raw.get("game")
+    if not isinstance(game, Mapping) or not isinstance(roles := game.get("roles"), Mapping):
+        return raw
+    merged: dict[str, Any] = {name: msgspec.to_builtins(role)
+                              for name, role in _default_roles().items()}
+    for name, table in roles.items():  # anything but a table is left for the type check
+        merged[name] = _merge(merged.get(name, {}), table) if isinstance(table, Mapping) else table
+    kept = {}
+    for name, table in merged.items():
+        enabled = table.pop("enabled", True) if isinstance(table, dict) else True
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"game.roles.{name}.enabled: expected true or false")
+        if enabled:
+            kept[name] = table
+    return {**raw, "game": {**game, "roles": kept}}
+
+
+def only_roles(roles: Mapping[str, Any]) -> dict[str, Any]:
+    """A `game.roles` table for a game of these roles alone: every default one disabled."""
+    return {**{name: {"enabled": False} for name in _default_roles()}, **roles}
+
+
 def load_config(
     path: str | Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -310,7 +358,7 @@ def load_config(
                               f"{exc.start})") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from exc
-    raw = _merge(_merge(raw, _env_overrides(env)), overrides or {})
+    raw = _roles_over_defaults(_merge(_merge(raw, _env_overrides(env)), overrides or {}))
     try:
         return msgspec.convert(raw, Config, strict=True)
     except msgspec.ValidationError as exc:

@@ -165,7 +165,6 @@ class SimulatorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     tick_interval_s: float = 1.0  # game seconds per simulator tick
     speed: float = 1.0  # game seconds per wall second
     year_s: float = 365.0 * 86_400.0  # game seconds in a year, for annualised vols
-    price_tick: float = 0.01  # published prices are integer multiples of this
     spx_start: float = 4400.0
     spy_ratio: float = 10.0  # SPY tracks SPX / spy_ratio
     regime_names: tuple[str, ...] = ("low", "medium", "high")
@@ -198,7 +197,7 @@ class SimulatorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     status_log_s: float = 30.0  # wall seconds between status lines in the log; 0 = none
 
     def __post_init__(self) -> None:
-        for name in ("tick_interval_s", "speed", "year_s", "price_tick", "spx_start", "spy_ratio"):
+        for name in ("tick_interval_s", "speed", "year_s", "spx_start", "spy_ratio"):
             _check_positive(name, getattr(self, name))
         self._check_regimes()
         self._check_tracking()

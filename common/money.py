@@ -4,6 +4,7 @@ import math
 from decimal import Decimal, InvalidOperation
 
 TICKS_PER_UNIT = 100  # prices and money are integer cents inside the system
+TICK = 1 / TICKS_PER_UNIT  # one tick as a float: for the market models' price paths only
 EXACT_BELOW = 2**50 / TICKS_PER_UNIT  # float_to_ticks is exact below this magnitude
 
 

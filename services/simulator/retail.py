@@ -102,7 +102,7 @@ class RetailFlow:
         is_market = float(self._rng.random()) < s.retail_market_share
         size = round(float(self._rng.exponential(s.retail_size_mean)))
         quantity = min(max(size, s.retail_size_min), s.retail_size_max)
-        fair_ticks = to_ticks(fair, s.price_tick)
+        fair_ticks = to_ticks(fair)
         price: int | None = None
         if not is_market:
             spread = max(s.retail_limit_offset * fair_ticks, 1.0)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from common.config import Config, load_config
+from common.config import Config, load_config, only_roles
 from common.messages import (
     CancelAck,
     Event,
@@ -43,7 +43,7 @@ LO, HI = 95, 105
 def make_config() -> Config:
     role = {**FEES, "position_limit": HUGE, "total_position_limit": HUGE,
             "underlying_position_limit": HUGE, "max_order_size": HUGE, "max_orders_per_s": HUGE}
-    return load_config(env={}, overrides={"game": {"roles": {"whale": role}}})
+    return load_config(env={}, overrides={"game": {"roles": only_roles({"whale": role})}})
 
 
 CONFIG = make_config()

@@ -29,7 +29,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from common.config import Config, load_config
+from common.config import Config, load_config, only_roles
 from common.messages import (
     BookDelta,
     CancelAck,
@@ -79,7 +79,7 @@ def make_config() -> Config:
         }
         for name, fees in ROLES.items()
     }
-    return load_config(env={}, overrides={"game": {"roles": roles}})
+    return load_config(env={}, overrides={"game": {"roles": only_roles(roles)}})
 
 
 CONFIG = make_config()

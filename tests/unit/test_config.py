@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from common.config import ConfigError, load_config
+from common.config import BUS_OWNERS, ConfigError, load_config, only_roles
+from common.transport import CHANNELS
 
 NAN, INF = float("nan"), float("inf")
 
@@ -53,6 +55,32 @@ SPX = {"symbol": "SPX", "start_price": 4400, "strike_min": 4200, "strike_max": 4
        "strike_step": 100}
 
 
+def test_start_prices_agree_with_the_simulator_to_the_cent() -> None:
+    """spx_start 1000 / spy_ratio 3 opens SPY at 333.33: compared unrounded, no price passed."""
+    spy = SPX | {"symbol": "SPY", "start_price": 333.33, "strike_min": 300, "strike_max": 360,
+                 "strike_step": 10}
+    spx = SPX | {"start_price": 1000, "strike_min": 900, "strike_max": 1100}
+    config = load_config(env={}, overrides={"simulator": {"spx_start": 1000, "spy_ratio": 3},
+                                            "game": {"underlyings": [spx, spy]}})
+    assert [u.start_price for u in config.game.underlyings] == [1000, 333.33]
+
+
+def test_a_role_table_changes_only_what_it_names() -> None:
+    """It replaced every role: one tweak dropped the others and the house teams (no retail
+    flow), and the environment form failed for want of the role's other fields."""
+    default = load_config(env={}).game.roles
+    tweaked = load_config(env={"ITG_GAME__ROLES__MARKET_MAKER__MAX_ORDERS_PER_S": "20"},
+                          overrides={"game": {"roles": {"arbitrage": {"enabled": False}}}})
+    roles = tweaked.game.roles
+    assert set(roles) == set(default) - {"arbitrage"}
+    assert roles["market_maker"] == msgspec.structs.replace(default["market_maker"],
+                                                            max_orders_per_s=20)
+    assert roles["house"] == default["house"]
+    alone = load_config(env={}, overrides={"game": {"roles": only_roles(
+        {"hedge_fund": {"position_limit": 7}})}}).game.roles
+    assert list(alone) == ["hedge_fund"] and alone["hedge_fund"].position_limit == 7
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"log_level": "LOUD"}, "log_level must be one of"),
     ({"log_level": "info"}, "log_level must be one of"),
@@ -62,10 +90,19 @@ SPX = {"symbol": "SPX", "start_price": 4400, "strike_min": 4200, "strike_max": 4
     ({"game": {"underlyings": [SPX | {"start_price": -1}]}}, "start_price"),
     ({"game": {"underlyings": [SPX | {"symbol": "SP_X"}]}}, "symbol 'SP_X'"),
     ({"game": {"underlyings": [SPX | {"symbol": ""}]}}, "symbol ''"),
-    ({"game": {"roles": {"house": {"maker_fee_cents": 0, "taker_fee_cents": 0,
-                                   "position_limit": 1, "total_position_limit": 1,
-                                   "max_order_size": 1, "max_orders_per_s": 1,
-                                   "registrable": False}}}}, "at least one must be registrable"),
+    ({"game": {"roles": only_roles({"house": {"maker_fee_cents": 0, "taker_fee_cents": 0,
+                                              "position_limit": 1, "total_position_limit": 1,
+                                              "max_order_size": 1, "max_orders_per_s": 1,
+                                              "registrable": False}})}},
+     "at least one must be registrable"),
+    ({"game": {"roles": {"retail": {"enabled": "no"}}}}, "retail.enabled: expected true"),
+    # the simulator opened at its own spx_start whatever the underlyings said
+    ({"game": {"underlyings": [SPX | {"start_price": 5000, "strike_min": 4800,
+                                      "strike_max": 5200}]}}, "SPX start_price 5000.0 disagrees"),
+    ({"simulator": {"spy_ratio": 8.0}}, "SPY start_price 440 disagrees"),
+    ({"simulator": {"price_tick": 0.05}}, "unknown field `price_tick`"),  # prices are cents
+    ({"bus": {"hosts": {"sim": "10.0.0.2"}}}, r"hosts: unknown service\(s\) \['sim'\]"),
+    ({"game": {"roles": {"newcomer": {"max_orders_per_s": 3}}}}, "maker_fee_cents"),
 ])
 def test_a_game_or_log_setting_that_cannot_work_fails_at_load(overrides: dict[str, Any],
                                                               message: str) -> None:
@@ -79,3 +116,7 @@ def test_the_defaults_and_a_one_underlying_game_load() -> None:
                                             "log_level": "DEBUG"})
     assert [u.symbol for u in config.game.underlyings] == ["SPX"]
     assert config.log_level == "DEBUG"
+
+
+def test_the_hosts_a_config_may_name_are_the_services_that_bind() -> None:
+    assert set(BUS_OWNERS) == {channel.owner for channel in CHANNELS.values()}
