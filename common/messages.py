@@ -367,11 +367,13 @@ class SimState(Event, tag="sim_state", kw_only=True):
     news_epoch: int  # the events epoch the two news lists refer to
     news_applied: list[tuple[int, int]]  # recent (news_id, tick) taken into the price path
     news_pending: list[int]  # news ids held, waiting for their tick
+    game: int = 0  # which game: set when it starts, kept by a simulator that resumes it
 
 
 class NewsShock(Event, tag="news_shock", kw_only=True):
     """What a news item does to the market, sent ahead of the tick it hits."""
 
+    news_epoch: int  # what news_id counts in (a new schedule numbers afresh); not the envelope's
     news_id: int
     tick: int  # the tick it takes effect; 0 = the simulator's next tick
     direction: str

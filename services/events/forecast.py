@@ -23,6 +23,7 @@ import msgspec
 import numpy as np
 
 from common.market_settings import EventsSettings
+from common.rng import KeyedDraws
 
 
 class VolForecast(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,7 +65,7 @@ class VolForecaster:
         regime_matrix: Sequence[Sequence[float]],
         regime_vols: Sequence[float],
     ) -> None:
-        self._rng = rng
+        self._draws = KeyedDraws(rng)  # by target tick
         self._vols = tuple(regime_vols)
         self._lead_min = settings.forecast_lead_min_ticks
         self._lead_max = settings.forecast_lead_max_ticks
@@ -100,19 +101,20 @@ class VolForecaster:
         max_lead = min(self._lead_max, target - now)
         if max_lead < self._lead_min:
             return
+        rng = self._draws.at(target)
         if before != after:
-            right = float(self._rng.random()) < self._p_right
-            regime = after if right else self._other_regime(before, after)
-        elif float(self._rng.random()) < self._p_false:
-            regime = self._other_regime(before, before)
+            right = float(rng.random()) < self._p_right
+            regime = after if right else self._other_regime(rng, before, after)
+        elif float(rng.random()) < self._p_false:
+            regime = self._other_regime(rng, before, before)
         else:
             return
-        lead = int(self._rng.integers(self._lead_min, max_lead + 1))
+        lead = int(rng.integers(self._lead_min, max_lead + 1))
         self._schedule(target - lead, target, regime)
 
-    def _other_regime(self, *excluded: int) -> int:
+    def _other_regime(self, rng: np.random.Generator, *excluded: int) -> int:
         choices = [i for i in range(len(self._vols)) if i not in excluded]
-        return choices[int(self._rng.integers(len(choices)))]
+        return choices[int(rng.integers(len(choices)))]
 
     def _schedule(self, announce: int, target: int, regime: int) -> None:
         forecast = VolForecast(

@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 
 from common.market_settings import EventsSettings, Headline
+from common.rng import KeyedDraws
 from services.events.forecast import VolForecast, VolForecaster, forecast_is_right
 from services.events.indicators import Indicators, IndicatorSnapshot
 
@@ -163,13 +164,13 @@ class TrackingSignal:
     def __init__(self, settings: EventsSettings, rng: np.random.Generator) -> None:
         self._threshold = settings.arb_threshold
         self._accuracy = settings.arb_accuracy
-        self._rng = rng
+        self._draws = KeyedDraws(rng)  # by tick
 
     def evaluate(self, tick: int, error: float, next_error: float) -> TrackingReading:
         if not math.isfinite(error) or abs(error) <= self._threshold:
             return TrackingReading(tick=tick, error=error, direction=None)
         rises = next_error > error
-        if float(self._rng.random()) >= self._accuracy:
+        if float(self._draws.at(tick).random()) >= self._accuracy:
             rises = not rises
         return TrackingReading(tick=tick, error=error, direction="up" if rises else "down")
 

@@ -59,7 +59,9 @@ class EventsService(FeedService):
             if self._sim_epoch is not None:
                 log.warning("events: the simulator restarted (epoch %d); the news schedule and "
                             "signals restart with it", state.epoch)
-                self.step = build_step(self.config, self.epoch)
+                # under a news epoch of their own: a simulator that resumed its game holds the
+                # ids it applied before, and would take new news #1, #2... for those
+                self.step = build_step(self.config, time.time_ns())
             self._sim_epoch = state.epoch
         self._publish(self.step.on_state(state))
 

@@ -33,6 +33,7 @@ from common.messages import (
     TrackingErrorSignal,
     VolForecastSignal,
 )
+from common.money import TICK
 from common.rng import game_streams
 from services.events.models import (
     Indicators,
@@ -122,7 +123,7 @@ class EventsStep:
             fields["direction"] = request.direction
         if request.magnitude is not None:
             fields["magnitude_min"] = fields["magnitude_max"] = request.magnitude
-        elif request.jump and row is None:
+        elif request.jump and (row is None or row.magnitude_max == 0):  # a jump must move
             fields["magnitude_min"] = self._sim.jump_min
             fields["magnitude_max"] = self._sim.jump_max
         if request.regime_shift is not None:
@@ -168,8 +169,8 @@ class EventsStep:
         self._sent[event.index] = self.tick
         tick = 0 if pending.injected else round(event.time_s / self._sim.tick_interval_s)
         return topics.NEWS_SHOCK, NewsShock(
-            news_id=event.index, tick=tick, direction=event.direction, magnitude=event.magnitude,
-            regime_shift=event.regime_shift, jump=event.jump, epoch=self.epoch)
+            news_epoch=self.epoch, news_id=event.index, tick=tick, direction=event.direction,
+            magnitude=event.magnitude, regime_shift=event.regime_shift, jump=event.jump)
 
     def _role_signals(self, state: SimState) -> Out:
         out: Out = []
@@ -193,7 +194,7 @@ class EventsStep:
         for symbol, ticks in sorted(state.prices.items()):
             if symbol not in self._indicators:
                 self._indicators[symbol] = Indicators(self._e, self._sim.ticks_per_year)
-            snap = self._indicators[symbol].update(ticks * self._sim.price_tick)
+            snap = self._indicators[symbol].update(ticks * TICK)
             out.append((topics.indicators(symbol), _indicator_signal(symbol, ticks, state, snap,
                                                                      game_s)))
         return out

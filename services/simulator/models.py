@@ -17,6 +17,7 @@ from itertools import accumulate
 import numpy as np
 
 from common.market_settings import SimulatorSettings
+from common.money import TICK
 from services.simulator.pricing import to_ticks
 
 UP = 1
@@ -124,7 +125,7 @@ class UnderlyingPath:
 
     @classmethod
     def spx(cls, settings: SimulatorSettings, rng: np.random.Generator) -> UnderlyingPath:
-        return cls(settings.spx_start, settings.dt_years, rng, settings.price_tick)
+        return cls(settings.spx_start, settings.dt_years, rng, TICK)
 
     @property
     def price(self) -> float:
@@ -170,7 +171,7 @@ class SpyTracker:
     ) -> None:
         self._rng = rng
         self._ratio = settings.spy_ratio
-        self._tick = settings.price_tick
+        self._tick = TICK
         self._phi = 0.5 ** (1.0 / settings.tracking_half_life_ticks)
         self._innovation = settings.tracking_std * math.sqrt(1.0 - self._phi**2)
         self._noise = settings.tracking_noise_std
@@ -217,4 +218,5 @@ class SpyTracker:
         return self._phi * self._eps + self._innovation * z_eps, self._noise * z_eta
 
     def _spy(self) -> float:
-        return self._spx[0] / self._ratio * (1.0 + self._eps + self._eta)
+        # at least one tick, as SPX: a crashed SPX made SPY round to 0 and pricing (log spot) die
+        return max(self._spx[0] / self._ratio * (1.0 + self._eps + self._eta), self._tick)

@@ -32,6 +32,7 @@ from common.messages import (
 from common.outbox import RecordLink
 from common.records import PriceRecord
 from common.service import Context
+from services.simulator.checkpoint import CHECKPOINT_EVERY_S, Checkpoint
 from services.simulator.clock import GameClock
 from services.simulator.house import HouseSweeper
 from services.simulator.step import TickOutput, build_step, house_teams
@@ -48,7 +49,17 @@ class SimulatorService(FeedService):
 
     def on_start(self, ctx: Context) -> None:
         s = self.config.simulator
-        self.step = build_step(self.config)
+        self.checkpoint = Checkpoint(self.config.data_path / "simulator", self.config)
+        saved = self.checkpoint.load()
+        if saved is None:
+            self.step = build_step(self.config)
+            self.step.game = self.epoch  # a new game, named after the run that starts it
+        else:
+            self.step = saved.step
+            log.info("simulator: going on with the game at tick %d", self.step.tick)
+            # no waiting for the next news schedule: the events service that sent the last one
+            # may have sent the next to the simulator that stopped (shocks held still apply)
+            self.step.release()
         self.open_feed(ctx, "sim_pub", "sim_private", "sim_rpc")
         self.records = RecordLink(self, ctx, "simulator")  # price history for the database
         self.commands = self.socket(ctx, "commands", bind=False)
@@ -66,12 +77,21 @@ class SimulatorService(FeedService):
                         "with each other (self-trade prevention)", len(teams))
         self.house = HouseSweeper(teams, s.retail_order_ttl_s, self.matcher_rpc, self._command)
         now = time.monotonic()
-        self.clock = GameClock(s.tick_interval_s, s.speed, now, s.max_catchup_ticks)
+        self.clock = GameClock(s.tick_interval_s, saved.speed if saved else s.speed, now,
+                               s.max_catchup_ticks)
+        self._next_checkpoint = now + CHECKPOINT_EVERY_S
         self._last: TickOutput | None = None
         self._held_since: float | None = None
         self._trades_seen, self._last_trade = 0, ""
         self._next_status = now + s.status_log_s
-        self._emit(self.step.start())
+        self._emit(self.step.start())  # the prices where the game stands (a new epoch)
+
+    def on_stop(self) -> None:
+        # where the game stands, for the next start; not after a crash, which may have left a
+        # tick half done (the last periodic save stands)
+        if hasattr(self, "clock") and self.stopping.is_set():
+            self.checkpoint.save(self.step, self.clock.speed)
+        super().on_stop()
 
     # --- the clock ---
 
@@ -82,6 +102,9 @@ class SimulatorService(FeedService):
             self._emit(self.step.advance())
             due -= 1
         self.clock.give_back(due)
+        if now >= self._next_checkpoint:
+            self._next_checkpoint = now + CHECKPOINT_EVERY_S
+            self.checkpoint.save(self.step, self.clock.speed)
         self.house.maybe_sweep(self.step.tick * self.config.simulator.tick_interval_s)
         if self.config.simulator.status_log_s and now >= self._next_status:
             self._next_status = now + self.config.simulator.status_log_s

@@ -21,6 +21,7 @@ from common.config import Config
 from common.instruments import build_instruments
 from common.market_settings import SimulatorSettings
 from common.messages import FairValues, NewsShock, SimState, UnderlyingTick
+from common.money import TICK
 from common.rng import game_streams
 from services.simulator.models import DOWN, UP, RegimeChain, SpyTracker, UnderlyingPath
 from services.simulator.pricing import OptionSpec, bs_delta, fair_value_ticks, parse_option_id
@@ -65,6 +66,7 @@ class SimStep:
                         if option_ids and self._teams else None)
         self._house_rng = streams["house"]
         self.tick = 0
+        self.game = 0  # the game's id (the service sets it when the game starts; see SimState)
         self.late_shocks = 0  # shocks that arrived after their tick (applied at once)
         self._pending: dict[int, NewsShock] = {}
         self._news_epoch = 0
@@ -90,8 +92,8 @@ class SimStep:
 
     def add_shock(self, shock: NewsShock) -> bool:
         """Hold a news shock for its tick; False for one already held or applied."""
-        if shock.epoch != self._news_epoch:  # a restarted events service numbers news afresh
-            self._news_epoch = shock.epoch
+        if shock.news_epoch != self._news_epoch:  # a new news schedule numbers news afresh
+            self._news_epoch = shock.news_epoch
             self._pending.clear()
             self._applied.clear()
             self._applied_ids.clear()
@@ -110,7 +112,8 @@ class SimStep:
         self._forced = regime
 
     def start(self) -> TickOutput:
-        """Tick 0: the opening prices, before any move."""
+        """The prices where the game stands, with no move and no retail flow: the opening at
+        tick 0, or where a resumed game stopped (services/simulator/checkpoint.py)."""
         return self._output(retail=False)
 
     def advance(self) -> TickOutput:
@@ -153,7 +156,7 @@ class SimStep:
 
     def _fair_values(self, underlying: str, spot_ticks: int, years: float,
                      game_s: float) -> FairValues:
-        spot, vol, tick_size = spot_ticks * self._s.price_tick, self._chain.vol, self._s.price_tick
+        spot, vol, tick_size = spot_ticks * TICK, self._chain.vol, TICK
         values = [
             (spec.instrument_id, fair_value_ticks(spec, spot, years, vol, tick_size),
              round(bs_delta(spot, spec.strike, years, vol, spec.is_call), 6))
@@ -175,7 +178,7 @@ class SimStep:
                        years: float) -> list[tuple[str, OrderIntent]]:
         if self._retail is None:
             return []
-        prices = {sym: ticks * self._s.price_tick for sym, ticks in spots.items()}
+        prices = {sym: ticks * TICK for sym, ticks in spots.items()}
         intents = self._retail.generate(prices, self._chain.vol, years)
         teams = self._teams
         return [(teams[int(self._house_rng.integers(len(teams)))], intent) for intent in intents]
@@ -185,7 +188,7 @@ class SimStep:
             tick=self.tick, game_s=game_s, prices=dict(spots), window=list(self._chain.window()),
             premium=self._spy.premium, next_premium=self._spy.next_premium,
             news_epoch=self._news_epoch, news_applied=list(self._applied),
-            news_pending=sorted(self._pending),
+            news_pending=sorted(self._pending), game=self.game,
         )
 
 

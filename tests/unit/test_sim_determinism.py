@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from common.config import Config
+from common.config import Config, only_roles
 from common.feed import Feed
 from common.messages import (
     MAX_HEADLINE,
@@ -17,7 +17,9 @@ from common.messages import (
     InjectNews,
     News,
     NewsShock,
+    TrackingErrorSignal,
     UnderlyingTick,
+    VolForecastSignal,
     encode,
 )
 from services.events import step as events_step
@@ -98,6 +100,54 @@ def test_same_injected_inputs_same_game(tmp_path: Path) -> None:
     assert first.path()[:501] == plain.path()[:501]  # identical up to the injection
     injected = [n for n in first.news if n.injected]
     assert len(injected) == 1 and injected[0].tick == 501 and injected[0].jump
+
+
+def test_crashes_injected_by_the_operator_leave_every_price_at_least_one_tick(
+        tmp_path: Path) -> None:
+    """Two 99.9% crashes took SPX to its floor and SPY (no floor) to 0 ticks: pricing took
+    the log of 0 and the simulator died."""
+    crash = InjectNews(headline="Operator crash", direction="down", magnitude=0.999, jump=True)
+    game = Game(game_config(tmp_path)).play(30, {5: crash, 10: crash, 15: crash})
+    ticks = [msgspec.msgpack.decode(b, type=UnderlyingTick | FairValues | News)
+             for b in game.public]
+    floor = {(t.symbol, t.price) for t in ticks if isinstance(t, UnderlyingTick) and t.tick >= 20}
+    assert floor == {("SPX", 1), ("SPY", 1)}
+    assert all(v >= 0 for t in ticks if isinstance(t, FairValues) for _, v, _ in t.values)
+
+
+def test_an_injected_jump_on_a_quiet_headline_moves_the_price(tmp_path: Path) -> None:
+    """A table headline with no magnitude of its own made `jump: true` a silent no-op."""
+    config = game_config(tmp_path)
+    events = events_step.build_step(config)
+    quiet = next(h.headline for h in events._e.headlines if h.magnitude_max == 0)
+    news = events.inject(InjectNews(headline=quiet, jump=True, direction="up"))
+    assert config.simulator.jump_min <= news.magnitude <= config.simulator.jump_max
+
+
+def test_role_signals_do_not_depend_on_the_first_tick_the_events_service_sees(
+        tmp_path: Path) -> None:
+    """Forecasts and tracking calls were drawn from a stream in the order ticks were observed:
+    an events service that first saw tick 3 (a restart, a lost first frame) told every later
+    signal differently from one that saw tick 1 (119 of 889 alike). Draws are keyed by tick."""
+    config = game_config(tmp_path)
+
+    def signals(first_seen: int) -> list[tuple[bytes, int, str]]:
+        sim, events = sim_step.build_step(config), events_step.build_step(config)
+        seen: list[tuple[bytes, int, str]] = []
+        out = sim.start()
+        for _ in range(1500):
+            if out.tick >= first_seen:
+                for topic, event in events.on_state(out.state).private:
+                    if isinstance(event, NewsShock):
+                        sim.add_shock(event)
+                    elif (isinstance(event, VolForecastSignal | TrackingErrorSignal)
+                          and event.tick >= 20):  # past the forecasts of the first window
+                        seen.append((topic, event.tick, msgspec.json.encode(event).decode()))
+            out = sim.advance()
+        return seen
+
+    first = signals(1)
+    assert len(first) > 300 and signals(3) == first and signals(6) == first
 
 
 def test_a_headline_too_long_or_empty_is_refused_from_any_sender(tmp_path: Path) -> None:
@@ -192,7 +242,7 @@ def test_signals_go_to_the_roles_configured_for_them(tmp_path: Path) -> None:
     roles = {"retail": {"maker_fee_cents": -1, "taker_fee_cents": -3, "position_limit": 50,
                         "total_position_limit": 50, "max_order_size": 50, "max_orders_per_s": 1,
                         "signals": ["tracking_error", "volatility_forecast"]}}
-    config = make_config(tmp_path, game={"roles": roles})
+    config = make_config(tmp_path, game={"roles": only_roles(roles)})
     sim, events = sim_step.build_step(config), events_step.build_step(config)
     seen: set[tuple[bytes, str]] = set()
     out = sim.start()
