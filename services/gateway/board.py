@@ -46,25 +46,29 @@ class Board:
         self.tick_s = sim.tick_interval_s
         self.delay_ticks = math.ceil(config.gateway.regime_delay_s / sim.tick_interval_s)
         self.regime_names = sim.regime_names
-        self.epoch = 0  # the simulator's; a new one (a restart) starts the picture afresh
-        self.reset()
-
-    def reset(self) -> None:
-        self.points: dict[str, deque[tuple[int, float]]] = {}  # symbol -> (game s, price)
-        self.fair: dict[str, tuple[int, float]] = {}  # option -> (ticks, delta)
-        self.spots: dict[str, int] = {}  # underlying -> ticks
+        self.epoch = 0  # the simulator's run: a restart, which may have resumed the game
+        self.game = 0  # the simulator's game: a new one starts its picture afresh
         self.news: deque[Data] = deque(maxlen=NEWS_KEPT)
         # trades are kept as they came and shaped (trade_row) only when shown: they come at the
         # exchange's full rate, spectators see at most the last TAPE per update
         self.tape: deque[TradePrint] = deque(maxlen=TAPE)
         self.by_instrument: dict[str, deque[TradePrint]] = {}
+        self.dirty_books: set[str] = set()
+        self.reset()
+
+    def reset(self) -> None:
+        """The simulator's part of the picture, afresh (a new game is a new price path).
+        The tape and the news come from the matcher and the events service: they stay."""
+        self.points: dict[str, deque[tuple[int, float]]] = {}  # symbol -> (game s, price)
+        self.fair: dict[str, tuple[int, float]] = {}  # option -> (ticks, delta)
+        self.spots: dict[str, int] = {}  # underlying -> ticks
         self.tick = 0
         self.game_s = 0.0
         self._clock: deque[tuple[float, float]] = deque()  # (wall s, game s) recent ticks
         self._segments: list[tuple[int, int]] = []  # (first tick, regime): secret until old
         self._released = 0  # regime ticks already published (horizon + 1)
-        self.changed: dict[str, Any] = {"reset": True}
-        self.dirty_books: set[str] = set()
+        self._regimes_sent = 0  # _released as of the last update that carried regimes
+        self.changed: dict[str, Any] = {"reset": True}  # everyone gets a new snapshot
 
     # --- feeding ---
 
@@ -108,16 +112,30 @@ class Board:
                     iid in self.fair for iid, _, _ in event.values):
                 self._fair(event)
 
-    def _new_epoch(self, epoch: int) -> bool:
-        if epoch == self.epoch:
-            return False
-        if self.epoch:
-            self.reset()
+    def _new_epoch(self, epoch: int, tick: int) -> None:
+        """A new simulator epoch from `tick`: a restarted simulator. One that resumed its game
+        goes on from its last checkpoint, maybe a little before what was shown: what lies after
+        `tick` comes again, the same. A new game is told by its tick state (`_new_game`)."""
+        if epoch != self.epoch and self.epoch:
+            until = round(tick * self.tick_s)
+            for points in self.points.values():
+                while points and points[-1][0] > until:
+                    points.pop()
+            while self._segments and self._segments[-1][0] > tick:
+                self._segments.pop()
+            self._clock.clear()  # the game speed is measured afresh
         self.epoch = epoch
-        return True
+
+    def _new_game(self, game: int) -> None:
+        """Another game (not one resumed): the simulator's picture starts afresh, its regime
+        release horizon too (the old game's would show the new one's regime at once)."""
+        if game != self.game:
+            if self.game:
+                self.reset()
+            self.game = game
 
     def _underlying(self, t: UnderlyingTick) -> None:
-        self._new_epoch(t.epoch)
+        self._new_epoch(t.epoch, t.tick)
         self.spots[t.symbol] = t.price
         points = self.points.setdefault(t.symbol, deque(maxlen=HISTORY))
         game_s = round(t.game_s)  # chart times: whole game seconds, strictly increasing
@@ -135,7 +153,7 @@ class Board:
             self.changed["clock"] = True
 
     def _fair(self, f: FairValues) -> None:
-        self._new_epoch(f.epoch)
+        self._new_epoch(f.epoch, f.tick)
         changed = self.changed.setdefault("fair", {})
         for iid, ticks, delta in f.values:
             if self.fair.get(iid) != (ticks, delta):
@@ -156,10 +174,12 @@ class Board:
         self.changed.setdefault("news", []).append(row)
 
     def _regime(self, s: SimState) -> None:
+        self._new_epoch(s.epoch, s.tick)
+        self._new_game(s.game)
         if not s.window:
             return
-        if self._new_epoch(s.epoch) or (self._segments and s.tick < self._segments[-1][0]):
-            self._segments, self._released = [], 0
+        if self._segments and s.tick < self._segments[-1][0]:  # back in time, same epoch
+            self._segments, self._released, self._regimes_sent = [], 0, 0
         regime = s.window[0]  # in force at s.tick; the rest of the window is the future
         if not self._segments or self._segments[-1][1] != regime:
             self._segments.append((s.tick, regime))
@@ -183,18 +203,25 @@ class Board:
 
     # --- reading ---
 
-    def regimes(self) -> Data:
-        """Past regimes as [first game s, end game s, name], cut at the release horizon."""
+    def regimes(self, after: int = 0) -> Data:
+        """Past regimes as [first game s, end game s, name], cut at the release horizon.
+
+        With `after` (a horizon sent before, in ticks), only the spans that end later: the one
+        in force then, grown, and any since. `from_s` says which: 0 is the whole list, else a
+        reader replaces its spans from the first one's start on (they are append-only)."""
         horizon = self._released  # ticks before this one are old enough
         spans = []
         for i, (first, regime) in enumerate(self._segments):
             if first >= horizon:
                 break
             end = self._segments[i + 1][0] if i + 1 < len(self._segments) else horizon
+            if end <= after:
+                continue
             spans.append((first * self.tick_s, min(end, horizon) * self.tick_s,
                           self.regime_names[regime] if regime < len(self.regime_names)
                           else str(regime)))
-        return {"spans": spans, "until_s": max(horizon, 0) * self.tick_s,
+        return {"spans": spans, "from_s": after * self.tick_s,
+                "until_s": max(horizon, 0) * self.tick_s,
                 "delay_s": self.delay_ticks * self.tick_s}
 
     def clock(self) -> Data:
@@ -232,8 +259,9 @@ class Board:
         if changed.pop("clock", None):
             changed["clock"] = self.clock()
             changed["spots"] = self.spot_view()
-        if changed.pop("regimes", None):
-            changed["regimes"] = self.regimes()
+        if changed.pop("regimes", None):  # only what is new: the whole list is ~35 KB late on
+            changed["regimes"] = self.regimes(after=self._regimes_sent)
+            self._regimes_sent = self._released
         if "trades" in changed:  # older ones would scroll off the tape at once
             changed["trades"] = [trade_row(t) for t in changed["trades"][-TAPE:]]
         return changed, books

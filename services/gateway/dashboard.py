@@ -149,6 +149,10 @@ class Dashboard:
                 if not failing:  # once per outage, not once per refresh
                     log.warning("dashboard: accounts not read (%r); trying again", exc)
                 failing = True
+            except Exception:  # a bug must not end the leaderboard for the rest of the game
+                if not failing:
+                    log.exception("dashboard: leaderboard refresh failed; trying again")
+                failing = True
             await asyncio.sleep(self.settings.leaderboard_interval_s)
 
     async def refresh(self) -> None:
@@ -208,23 +212,38 @@ class Dashboard:
             spectator.put(self.depth(iid))
 
     async def _broadcast_loop(self) -> None:
-        """Every interval: one update for everyone, then snapshots for the newcomers (taken
-        after the update's changes, so nobody gets a change twice or misses one)."""
+        """Every interval, a broadcast. Whatever breaks one, the loop goes on (else every page
+        would freeze for good); the changes it took are lost, so everyone starts again from a
+        snapshot. Logged once per run of failures."""
+        failing = False
         while True:
             await asyncio.sleep(self.settings.dashboard_interval_s)
-            changes, books = self.board.take_changes()
-            if changes.pop("reset", None):  # a new simulator epoch: everyone starts afresh
+            try:
+                self._broadcast()
+                failing = False
+            except Exception:
+                if not failing:
+                    log.exception("dashboard: broadcast failed; spectators get a new snapshot")
+                failing = True
                 self.joining |= self.spectators
                 self.spectators.clear()
-            if self.spectators:
-                touched = self._complete(changes, books, time.monotonic())
-                self._send(changes, touched)
-            if self.joining:
-                snapshot = self.snapshot()
-                for spectator in self.joining:
-                    spectator.put(snapshot)
-                self.spectators |= self.joining
-                self.joining.clear()
+
+    def _broadcast(self) -> None:
+        """One update for everyone, then snapshots for the newcomers (taken after the update's
+        changes, so nobody gets a change twice or misses one)."""
+        changes, books = self.board.take_changes()
+        if changes.pop("reset", None):  # a new game: everyone starts afresh
+            self.joining |= self.spectators
+            self.spectators.clear()
+        if self.spectators:
+            touched = self._complete(changes, books, time.monotonic())
+            self._send(changes, touched)
+        if self.joining:
+            snapshot = self.snapshot()
+            for spectator in self.joining:
+                spectator.put(snapshot)
+            self.spectators |= self.joining
+            self.joining.clear()
 
     def _complete(self, changes: dict[str, Any], books: set[str], now: float) -> set[str]:
         """Fill in what the board cannot know; returns the instruments whose quotes changed."""

@@ -24,6 +24,7 @@ from websockets.sync.client import connect
 from common.game_master import rpc_call
 from common.messages import FairValues, FeedSnapshot, SnapshotRequest, UnderlyingTick
 from common.transport import make_socket
+from services.gateway.board import Board
 from services.gateway.service import GatewayService
 from services.launcher import Cluster
 from tests.conftest import wait_for
@@ -122,6 +123,56 @@ def test_the_page_loads_live_with_no_console_errors(dash: Watched, shots: Path) 
     page.locator("#chain-underlying button", has_text="SPY").click()
     expect(page.locator("#chain tbody tr").nth(1)).to_contain_text("420")
     page.screenshot(path=shots / "market.png")
+    assert dash.errors == []
+
+
+NEW_CHART = """
+  const { MarketChart } = await import('/dashboard/static/js/charts.js');
+  const box = document.createElement('div');
+  box.style.width = '400px'; box.style.height = '200px';
+  document.body.append(box);
+  const chart = new MarketChart(box, document.createElement('div'), KEEP);
+"""
+MERGE_REGIMES = "async () => {" + NEW_CHART.replace("KEEP", "20000") + """
+  const spans = () => chart.spans.map((s) => s.join());
+  chart.reset({ SPX: [[0, 1]] }, [], { spans: [[0, 2, 'low']], from_s: 0, until_s: 2 },
+              ['low', 'high']);
+  const seen = [spans()];
+  chart.setRegimes({ spans: [[0, 3, 'low'], [3, 4, 'high']], from_s: 2, until_s: 4 });
+  seen.push(spans());
+  chart.setRegimes({ spans: [[3, 5, 'high']], from_s: 4, until_s: 5 });
+  seen.push(spans());
+  chart.addPoints('SPX', [[1, 1], [2, 1], [3, 1], [4, 1]]);  // shaded up to 4 now
+  seen.push(spans());
+  return seen;
+}"""
+
+
+def test_the_page_merges_regime_updates_that_carry_only_new_spans(dash: Watched) -> None:
+    """Updates carry the spans from the one in force at `from_s` (the whole list grew to
+    ~35 KB per update late in a game); what is shaded already is dropped on the page."""
+    seen = dash.page.evaluate(MERGE_REGIMES)
+    assert seen == [["0,2,low"], ["0,3,low", "3,4,high"], ["0,3,low", "3,5,high"],
+                    ["3,5,high"]]
+    assert dash.errors == []
+
+
+TRIM = "async () => {" + NEW_CHART.replace("KEEP", "5") + """
+  chart.reset({ SPX: [[0, 1]], SPY: [[0, 1]] }, [], { spans: [], until_s: 0 }, ['low']);
+  chart.addNews([{ news_id: 1, game_s: 2, direction: 'up' },
+                 { news_id: 2, game_s: 11, direction: 'down' }]);
+  const more = [...Array(12).keys()].map((i) => [i + 1, 2]);
+  chart.addPoints('SPY', more);
+  chart.addPoints('SPX', more);
+  return { spx: chart.spx.data().map((p) => p.time), spy: chart.spy.data().length,
+           news: chart.news.map((m) => m.text) };
+}"""
+
+
+def test_a_page_left_open_keeps_a_bounded_chart(dash: Watched) -> None:
+    """Every point of the game stayed in the page's series: a page left open all game grew."""
+    kept = dash.page.evaluate(TRIM)
+    assert kept == {"spx": [8, 9, 10, 11, 12], "spy": 5, "news": ["#2"]}
     assert dash.errors == []
 
 
@@ -314,3 +365,27 @@ def test_a_gateway_started_while_the_game_stands_still_has_the_simulators_prices
         data = public_snapshot()
         assert set(data["spots"]) == {"SPX", "SPY"} and data["spots"]["SPX"] > 0
         assert "SPX_4400_CALL" in data["fair"]
+
+
+def test_a_broadcast_that_fails_is_followed_by_a_new_snapshot_and_the_stream_goes_on(
+        exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop ended for good on any unexpected exception: every page froze (fault injected
+    into the board, as no input is known to break it)."""
+    board = next(tap.__self__ for tap in exchange.gateway.gateway.taps
+                 if isinstance(getattr(tap, "__self__", None), Board))
+    real, failed = board.take_changes, threading.Event()
+
+    def fails_once() -> tuple[dict[str, Any], set[str]]:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("injected")
+        return real()
+
+    with connect(exchange.ws_base + "/ws/public") as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
+        monkeypatch.setattr(board, "take_changes", fails_once)
+        kinds = []
+        while kinds[-2:] != ["snapshot", "update"]:
+            kinds.append(json.loads(ws.recv(timeout=5))["type"])
+            assert len(kinds) < 200, kinds
+    assert failed.is_set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -31,10 +32,12 @@ def board(tmp_path: Path, delay_s: float = 10.0) -> Board:
     return Board(make_config(tmp_path, gateway={"regime_delay_s": delay_s}))
 
 
-def state(tick: int, regime: int, epoch: int = 7, future: int = 2) -> tuple[bytes, bytes]:
+def state(tick: int, regime: int, epoch: int = 7, future: int = 2,
+          game: int = 1) -> tuple[bytes, bytes]:
     return topics.SIM_STATE, encode(SimState(
         tick=tick, game_s=float(tick), prices={}, window=[regime] + [future] * 4, premium=0.0,
-        next_premium=0.0, news_epoch=0, news_applied=[], news_pending=[], epoch=epoch))
+        next_premium=0.0, news_epoch=0, news_applied=[], news_pending=[], epoch=epoch,
+        game=game))
 
 
 @settings(max_examples=60, deadline=None)
@@ -56,6 +59,31 @@ def test_a_regime_is_shown_only_once_it_is_older_than_the_delay(regimes: list[in
         assert "high" not in str(shown) or 2 in regimes[: max(horizon + 1, 0)]  # no future
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.booleans()), min_size=1, max_size=80),
+       st.integers(0, 10))
+def test_updates_carry_only_new_regimes_and_merge_into_the_whole_list(
+        ticks: list[tuple[int, bool]], delay: int) -> None:
+    """The page's merge (charts.js setRegimes): from `from_s` on, the update's spans replace
+    its own from the first one's start; the result is always the server's whole list."""
+    b = Board(make_config(Path("unused"), gateway={"regime_delay_s": float(delay)}))
+    page: list[Any] = b.snapshot()["regimes"]["spans"]
+    for tick, (regime, update) in enumerate(ticks):
+        b.feed(*state(tick, regime))
+        if not update:
+            continue
+        regimes = b.take_changes()[0].get("regimes")
+        if regimes is None:
+            continue
+        spans = regimes["spans"]
+        if not regimes["from_s"]:
+            page = spans
+        elif spans:
+            page = [s for s in page if s[0] < spans[0][0]] + spans
+        assert page == b.regimes()["spans"]
+        assert all(end > regimes["from_s"] for _, end, _ in spans)  # nothing sent before
+
+
 def test_regimes_older_than_the_charts_oldest_point_are_forgotten(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("services.gateway.board.HISTORY", 10)  # the chart keeps 10 points
@@ -75,13 +103,45 @@ def test_a_new_simulator_epoch_starts_the_picture_afresh(tmp_path: Path) -> None
         b.feed(topics.underlying("SPX"), encode(UnderlyingTick(
             symbol="SPX", price=440_000 + tick, tick=tick, game_s=float(tick), epoch=1)))
         b.feed(*state(tick, 1, epoch=1))
+    b.feed(topics.trade("SPY"), encode(TradePrint(
+        trade_id="T1", instrument_id="SPY", price=44_012, quantity=3, aggressor="buy")))
+    b.feed(topics.NEWS, encode(News(news_id=4, tick=1, game_s=1.0, headline="Jobs",
+                                    direction="up", magnitude=0.003, jump=False)))
     b.take_changes()
     assert [p[0] for p in b.points["SPX"]] == [0, 1, 2] and b.regimes()["spans"]
+    # a new game whose tick 0 was missed (published before this subscriber was back)
+    b.feed(*state(1, 0, epoch=2, game=2))
     b.feed(topics.underlying("SPX"), encode(UnderlyingTick(
-        symbol="SPX", price=430_000, tick=0, game_s=0.0, epoch=2)))
+        symbol="SPX", price=430_000, tick=1, game_s=1.0, epoch=2)))
     changes, _ = b.take_changes()
-    assert changes.get("reset") and list(b.points["SPX"]) == [(0, 4300.0)]
-    assert b.regimes()["spans"] == []
+    assert changes.get("reset") and list(b.points["SPX"]) == [(1, 4300.0)]
+    assert [span[2] for span in b.regimes()["spans"]] == ["low"]  # the new game's own
+    # the matcher's trades and the events service's news are not the simulator's to reset
+    snapshot = b.snapshot()
+    assert [t["trade_id"] for t in snapshot["tape"]] == ["T1"]
+    assert [n["headline"] for n in snapshot["news"]] == ["Jobs"]
+    assert [t["trade_id"] for t in b.trades_of("SPY")] == ["T1"]
+
+
+def test_a_simulator_that_resumed_its_game_keeps_the_picture(tmp_path: Path) -> None:
+    """A restarted simulator goes on from its last checkpoint (a new epoch, a tick or so back):
+    the chart and the regimes go on too, and nobody is sent a new snapshot."""
+    b = board(tmp_path, delay_s=0)
+    for tick in range(6):
+        b.feed(topics.underlying("SPX"), encode(UnderlyingTick(
+            symbol="SPX", price=440_000 + tick, tick=tick, game_s=float(tick), epoch=1)))
+        b.feed(*state(tick, tick // 3, epoch=1))
+    b.take_changes()
+    spans = b.regimes()["spans"]
+    for tick in range(4, 8):  # resumed at tick 4: ticks 4 and 5 come again, the same
+        b.feed(*state(tick, tick // 3, epoch=2))
+        b.feed(topics.underlying("SPX"), encode(UnderlyingTick(
+            symbol="SPX", price=440_000 + tick, tick=tick, game_s=float(tick), epoch=2)))
+    changes, _ = b.take_changes()
+    assert "reset" not in changes
+    assert list(b.points["SPX"]) == [(t, 4400 + t / 100) for t in range(8)]
+    assert b.regimes()["spans"][:len(spans) - 1] == spans[:-1]
+    assert b.regimes()["until_s"] == 8
 
 
 def test_frames_become_tape_news_and_dirty_books(tmp_path: Path) -> None:

@@ -17,8 +17,11 @@ const BASE = {
 };
 
 export class MarketChart {
-  constructor(container, legend) {
+  // `keep`: points per series, as many as the server keeps (board.HISTORY); a page left open
+  // for a whole game trims to it each time it holds twice as many.
+  constructor(container, legend, keep = 20000) {
     this.legend = legend;
+    this.keep = keep;
     this.chart = createChart(container, {
       ...BASE,
       leftPriceScale: { visible: true, borderColor: '#223142' },
@@ -41,6 +44,7 @@ export class MarketChart {
     this.names = names;
     this.makeBands(names);
     this.points = [];  // SPX times, to shade regimes as they are released
+    this.added = 0;  // SPX points since the last trim
     this.last = {};
     for (const [symbol, series] of Object.entries(this.series)) {
       const data = (history[symbol] || []).map(([time, value]) => ({ time, value }));
@@ -62,12 +66,27 @@ export class MarketChart {
     for (const [time, value] of points) {
       if (time < this.last[symbol]) continue;  // never backwards (the library would throw)
       series.update({ time, value });
-      if (symbol === 'SPX' && time > this.last[symbol]) this.points.push(time);
+      if (symbol === 'SPX' && time > this.last[symbol]) {
+        this.points.push(time);
+        this.added += 1;
+      }
       this.last[symbol] = time;
     }
+    if (this.added > this.keep) this.trim();
     const newest = this.news.length ? this.news[this.news.length - 1].time : -1;
     if (symbol === 'SPX' && newest > before) this.addNews([]);  // markers that now have a bar
     this.shade();
+  }
+
+  trim() {
+    for (const series of [...Object.values(this.series), ...this.bands]) {
+      const data = series.data();
+      if (data.length > this.keep) series.setData(data.slice(-this.keep));
+    }
+    const first = this.spx.data()[0]?.time ?? 0;
+    this.news = this.news.filter((m) => m.time >= first);
+    this.addNews([]);
+    this.added = 0;
   }
 
   makeBands(names) {
@@ -86,9 +105,16 @@ export class MarketChart {
       visible: false });
   }
 
-  // Past regimes only: the server releases them `delay_s` of game time after the fact.
+  // Past regimes only: the server releases them `delay_s` of game time after the fact. With a
+  // `from_s`, an update carries only the spans from the one in force then: they replace ours
+  // from its start on.
   setRegimes(regimes) {
-    this.spans = regimes.spans || [];
+    const spans = regimes.spans || [];
+    if (!regimes.from_s) this.spans = spans;
+    else if (spans.length) {
+      const start = spans[0][0];
+      this.spans = this.spans.filter((s) => s[0] < start).concat(spans);
+    }
     this.until = regimes.until_s || 0;
     this.shade();
     this.drawLegend(regimes.delay_s);
@@ -102,6 +128,12 @@ export class MarketChart {
       const found = this.spans[span];
       const index = found && found[0] <= time && time < found[1] ? this.names.indexOf(found[2]) : -1;
       this.bands.forEach((band, i) => band.update({ time, value: i === index ? 1 : 0 }));
+    }
+    // what is shaded is never looked at again: keep the lists to what is still to come
+    if (span) this.spans.splice(0, span);
+    if (this.shaded > 1000) {
+      this.points.splice(0, this.shaded);
+      this.shaded = 0;
     }
   }
 
