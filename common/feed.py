@@ -25,6 +25,7 @@ from common.messages import (
     encode,
     encode_events,
 )
+from common.outbox import RecordLink
 from common.service import Context, Service, Socket
 from common.transport import send_frame
 
@@ -63,6 +64,11 @@ class FeedService(Service):
     feed: Feed
     private: Socket
     rpc: Socket
+    records: RecordLink  # its records for the database
+
+    def on_stop(self) -> None:
+        if hasattr(self, "records"):  # not if the start failed before it
+            self.records.flush()
 
     def open_feed(self, ctx: Context, pub: str, private: str, rpc: str) -> None:
         self.feed = Feed(self.name, self.epoch)

@@ -33,8 +33,11 @@ M = TypeVar("M", bound=Message)
 
 def rpc_call(sock: zmq.Socket[bytes], request: Message, kind: type[M], timeout: float) -> M:
     """One request over a DEALER; a late answer to an earlier request is skipped."""
-    sock.send(encode(request))
     deadline = time.monotonic() + timeout
+    # a DEALER with no peer (the service gone) blocks on send: that too within the timeout
+    if not sock.poll(int(timeout * 1000) + 1, zmq.POLLOUT):
+        raise BusTimeout(f"could not send {type(request).__name__}: nobody to take it")
+    sock.send(encode(request), zmq.NOBLOCK)
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not sock.poll(int(left * 1000) + 1):

@@ -29,6 +29,7 @@ _HOLD_S = 0.005  # no writer took a batch: offer them again after this, not on e
 # goes out as fast as writers store it, instead of every batch at once (re-sent every
 # resend_after_s while it still sat in a writer's queue, the duplicates outgrew the backlog).
 IN_FLIGHT_MAX = 64
+FLUSH_S = 3.0  # at a clean stop: how long a producer waits for its records to be stored
 
 
 class Outbox:
@@ -79,6 +80,15 @@ class Outbox:
                 break
             out.append((top, frame))
         return out
+
+    def close_open(self) -> None:
+        """Close the open batch now, whatever its age (a stop will not wait for it)."""
+        if self._open:
+            self._close_batches(float("inf"))
+
+    def no_writer(self, now: float) -> bool:
+        """No writer took the last batch offered, and none holds one: none is connected."""
+        return now < self._hold_until and not self._taken
 
     def _close_batches(self, now: float) -> None:
         """Full batches close; so does the rest once the oldest has waited `batch_max_ms`."""
@@ -167,6 +177,25 @@ class RecordLink:
                 self.outbox.refused(now)
                 return
             self.outbox.taken(top, now)
+
+    def flush(self, timeout_s: float = FLUSH_S) -> int:
+        """At a clean stop: every waiting record to the writers, then up to `timeout_s` for
+        their acknowledgements (stopped first, producers find the writers still running). The
+        simulator and events number afresh when they start again, so what a stop leaves here
+        is never stored. Returns the records left unacknowledged."""
+        outbox = self.outbox
+        outbox.close_open()
+        deadline = time.monotonic() + timeout_s
+        while outbox.pending_records and (now := time.monotonic()) < deadline:
+            self.send_due(now)
+            if outbox.no_writer(now):
+                break
+            if self._acks.poll(20):
+                self._take_acks()
+        if outbox.pending_records:
+            log.warning("%s: %d records not stored at stop", outbox.stream,
+                        outbox.pending_records)
+        return outbox.pending_records
 
     def _take_acks(self) -> None:
         while True:

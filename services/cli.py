@@ -12,8 +12,9 @@ import threading
 from typing import Any
 
 import msgspec
+from sqlalchemy.exc import SQLAlchemyError
 
-from common.bus_client import MatcherClient
+from common.bus_client import BusTimeout, MatcherClient
 from common.config import SERVICES, Config, ConfigError, load_config
 from common.messages import AccountQuery, AccountReply
 from common.service import freeze_heap, run_process
@@ -145,7 +146,13 @@ def _service(config: Config, name: str) -> None:
 
 
 def _recover(config: Config, check: bool) -> int:
-    db = rebuild(config)
+    if check and config.bus.transport == "inproc":
+        raise ClusterError("recover --check asks the running matcher: give the cluster's config "
+                           "(bus transport ipc or tcp); inproc reaches only this process")
+    try:
+        db = rebuild(config)
+    except (SQLAlchemyError, FileNotFoundError) as exc:
+        raise ClusterError(f"recover: cannot read the database: {exc}") from None
     print(table(db))
     if not check:
         return 0
@@ -153,6 +160,9 @@ def _recover(config: Config, check: bool) -> int:
     try:
         client.wait_ready(10)
         live = {t: client.call(AccountQuery(team_id=t), AccountReply) for t in db}
+    except BusTimeout:
+        raise ClusterError("recover --check: the matcher did not answer within 10 s; is the "
+                           "cluster running with this config?") from None
     finally:
         client.close()
     diffs = differences(db, live)

@@ -56,11 +56,13 @@ def add_parser(sub: Any) -> None:
 
 def _data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="where state, logs and supervisord's socket live "
-                                      "(default: data/ in the repository)")
+                                      "(default: $ITG_DATA_DIR, else data/ in the repository)")
 
 
 def run(args: argparse.Namespace) -> int:
-    data = Path(args.data_dir or REPO / "data").resolve()
+    # the cluster's data dir is the command line's (or the environment's), for up, status and
+    # down alike; a config file's data_dir is overridden (supervisord passes ITG_DATA_DIR)
+    data = Path(args.data_dir or os.environ.get("ITG_DATA_DIR") or REPO / "data").resolve()
     try:
         if args.action == "up":
             return up(data, args.config, args.dbwriters, args.timeout)
@@ -70,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
     except (ClusterError, ConfigError) as exc:
         print(f"itg cluster: {exc}", file=sys.stderr)
         return 2
+
+
+def _own_data_dir(config_path: Path) -> Path | None:
+    try:
+        return load_config(config_path, env={}).data_path.resolve()
+    except ConfigError:  # complete only with the environment's settings: not ours to judge
+        return None
 
 
 def _say(line: str) -> None:
@@ -90,6 +99,9 @@ def up(data: Path, config_arg: str | None, dbwriters: int | None, timeout: float
     if dbwriters is not None and dbwriters < 1:
         raise ClusterError("--dbwriters must be at least 1")
     config = load_config(config_path, env={**os.environ, "ITG_DATA_DIR": str(data)})
+    if (own := _own_data_dir(config_path)) not in (None, data):
+        _say(f"itg cluster: the config's data_dir ({own}) is not used: data goes to {data} "
+             f"(--data-dir or ITG_DATA_DIR)")
     preflight(config, config_path)
     (data / "logs").mkdir(parents=True, exist_ok=True)
     conf = data / "supervisord.conf"

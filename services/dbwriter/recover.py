@@ -4,6 +4,9 @@ position snapshot plus the trades after it), optionally checked against the live
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from common.config import Config
 from common.messages import AccountReply
@@ -12,6 +15,10 @@ from services.dbwriter.store import Store
 
 
 def rebuild(config: Config) -> dict[str, TeamPositions]:
+    url = make_url(config.db_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        # opening it would make an empty database there (and "no such table" after that)
+        raise FileNotFoundError(f"no SQLite database at {url.database}")
     with Store(config.db_url, create=False) as store:
         return store.positions_from_db()
 

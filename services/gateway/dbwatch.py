@@ -28,6 +28,9 @@ TABLES = ("teams", "orders", "trades", "position_snapshots", "prices", "events")
 RECORD_TS = text(" UNION ALL ".join(
     f"SELECT ts_ns FROM {t} WHERE stream = :stream AND seq = :seq" for t in TABLES))
 PROGRESS = text("SELECT stream, last_seq FROM stream_progress")
+# More records than this between two polls is a producer numbering afresh (the simulator and
+# events start at their start time in ns), not records stored.
+MAX_STEP = 10_000_000
 
 
 class DbWatch:
@@ -36,6 +39,9 @@ class DbWatch:
         self.label = make_url(url).render_as_string(hide_password=True)
         self.committed: dict[str, int] = {}  # stream -> committed last_seq
         self.newest_ns: dict[str, int] = {}  # stream -> ts_ns of the record at last_seq
+        # records stored since this gateway first saw the stream: a counter that stays exact
+        # (seqs numbered from a ns clock are ~1.8e18, beyond a float64's integers)
+        self.stored: dict[str, int] = {}
         self.error: str | None = "not read yet"
         self._engine: Engine | None = None
 
@@ -57,6 +63,9 @@ class DbWatch:
                         continue
                     ts_ns = conn.execute(RECORD_TS, {"stream": stream, "seq": seq}).scalar()
                     self.committed[stream] = int(seq)
+                    step = 0 if before is None else int(seq) - before
+                    self.stored[stream] = self.stored.get(stream, 0) + (
+                        step if 0 < step <= MAX_STEP else 0)
                     if ts_ns is None:
                         continue
                     self.newest_ns[stream] = int(ts_ns)

@@ -100,8 +100,9 @@ class Monitor:
                 lambda: [((s,), float(b.last_seq)) for s, b in self.beats.items()])
         r.gauge("itg_service_restarts", "New epochs seen since this gateway started",
                 ("service",), lambda: [((s,), float(b.restarts)) for s, b in self.beats.items()])
-        r.gauge("itg_db_committed_seq", "Highest seq the DB writers committed per stream",
-                ("stream",), lambda: [((s,), float(n)) for s, n in self.db.committed.items()])
+        r.gauge("itg_db_stored_records_total", "Records the DB writers stored per stream "
+                "since this gateway started (exact seqs are in /health)", ("stream",),
+                lambda: [((s,), float(n)) for s, n in self.db.stored.items()], kind="counter")
         r.gauge("itg_db_up", "1 if the last read of the database succeeded", (),
                 lambda: [((), float(self.db.error is None))])
         r.gauge("itg_queue_depth", "Queued work: commands and requests awaiting the matcher, "

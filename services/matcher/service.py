@@ -223,6 +223,7 @@ class MatcherService(Service):
         if hasattr(self, "disk"):
             self.disk.close()
             self._publish_durable()
+            self.records.flush()  # kept in snapshots too, but the DB is complete at once
         if hasattr(self, "_lock"):
             os.close(self._lock)  # releases the lock
 

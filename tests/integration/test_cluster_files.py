@@ -23,7 +23,7 @@ from services.supervisor import REPO, TEMPLATE, render
 
 CONFIG = REPO / "config" / "cluster.toml"
 START_ORDER = ["dbwriter", "matcher", "events", "simulator", "gateway"]
-COMPOSE_ENV = {"POSTGRES_PASSWORD": "s3cret-for-the-test", "ITG_ADMIN_KEY": ""}
+COMPOSE_ENV = {"POSTGRES_PASSWORD": "s3cret-for-the-test", "EXCHANGE_ADMIN_KEY": ""}
 _VAR = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 
@@ -213,3 +213,33 @@ def test_clear_errors_for_a_busy_port_a_missing_database_and_a_bad_config(
     assert main(["cluster", "status", "--data-dir", str(short_dir / "none")]) == 3
     assert "not running" in capsys.readouterr().out
     assert not (short_dir / "d" / "supervisord.conf").exists()  # nothing was started
+
+
+def test_cluster_commands_find_the_data_dir_in_the_environment(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ITG_DATA_DIR was ignored: state, logs and the database went into the checkout."""
+    monkeypatch.setenv("ITG_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert main(["cluster", "status"]) == 3
+    assert f"not running from {tmp_path / 'elsewhere'}" in capsys.readouterr().out
+    assert main(["cluster", "status", "--data-dir", str(tmp_path / "flag")]) == 3  # flag first
+    assert f"not running from {tmp_path / 'flag'}" in capsys.readouterr().out
+
+
+def test_recover_says_what_is_missing_instead_of_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing database raised an SQLAlchemy traceback after creating an empty one there;
+    --check on the embedded (inproc) config waited 10 s and raised BusTimeout."""
+    assert main(["recover", "--data-dir", str(tmp_path / "none")]) == 2
+    assert "no SQLite database at" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()  # nothing made where nothing was
+    assert main(["recover", "--check", "--data-dir", str(tmp_path)]) == 2
+    assert "asks the running matcher" in capsys.readouterr().err
+
+
+def test_the_services_that_keep_state_keep_it_in_named_volumes(compose: dict[str, Any]) -> None:
+    """The matcher's journal and the simulator's checkpoint outlive their containers."""
+    for service in ("matcher", "simulator"):
+        mounts = compose["services"][service].get("volumes", [])
+        named = [m.split(":")[0] for m in mounts if m.split(":")[1] == "/data"]
+        assert named and named[0] in compose["volumes"], service

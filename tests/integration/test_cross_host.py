@@ -237,7 +237,9 @@ def test_gateway_matcher_link_cut_and_restored_loses_nothing(network: Network,
         network.restore()
 
         wait_for(lambda: matcher_up(http), 60, "the gateway to recover after the link is back")
-        assert health(http)["services"]["matcher"]["last_seq"] > seq_before
+        # the matcher went on sequencing the simulator's marks (every 5 s) through the outage
+        wait_for(lambda: health(http)["services"]["matcher"]["last_seq"] > seq_before, 15,
+                 "a heartbeat with the matcher's newer position")
         retry = maker.order("during-outage", "buy", 0.50)  # same client_order_id: placed once
         assert retry["success"], retry
         acked[retry["order_id"]] = retry

@@ -159,7 +159,7 @@ def test_metrics_count_orders_rejects_trades_and_time_every_hop(
              > 0, timeout=15)
     scrape = metrics(ex)
     assert value(scrape, "itg_db_up") == 1
-    assert value(scrape, "itg_db_committed_seq", stream="matcher") > 0
+    assert value(scrape, "itg_db_stored_records_total", stream="matcher") > 0
     for queue in ("commands_in_flight", "requests_in_flight", "websocket_send"):
         assert (("itg_queue_depth", frozenset({("queue", queue)})) in scrape), queue
 

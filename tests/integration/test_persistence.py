@@ -59,6 +59,18 @@ def send_orders(client: MatcherClient, orders: list[NewOrder], timeout: float = 
     return accepted
 
 
+def trade(cluster: Cluster, teams: int, orders: int, seed: int) -> int:
+    """Register `teams` and send `orders` random orders; returns how many were accepted."""
+    client = MatcherClient(cluster.config, cluster.ctx)
+    try:
+        client.wait_ready()
+        ids = register(client, teams)
+        rng = random.Random(seed)
+        return send_orders(client, [random_order(rng, ids) for _ in range(orders)])
+    finally:
+        client.close()
+
+
 def journal_trades(config: Config) -> set[tuple[Any, ...]]:
     """The matcher's trades, from its journal: what the trades table must equal."""
     engine = Engine(config.game)
@@ -136,12 +148,7 @@ def test_records_waiting_for_a_writer_at_a_snapshot_reach_the_db_after_a_restart
                          db={"url": url, "batch_max_rows": 5, "batch_max_ms": 20,
                              "resend_after_s": 1})  # batches close by count too: never all open
     with Cluster(config, ["matcher"]) as cluster:
-        client = MatcherClient(config, cluster.ctx)
-        client.wait_ready()
-        teams = register(client, 3)
-        rng = random.Random(5)
-        assert send_orders(client, [random_order(rng, teams) for _ in range(400)]) > 300
-        client.close()
+        assert trade(cluster, teams=3, orders=400, seed=5) > 300
         state = snapshot_from(Path(config.data_dir), cluster.services["matcher"].last_seq())
     assert state.unacked_batches  # the path under test
     with Cluster(config, ["dbwriter", "matcher"]) as cluster:
@@ -301,3 +308,34 @@ def test_prices_news_and_signals_reach_the_database(tmp_path: Path) -> None:
             "select distinct instrument_id from prices where kind = 'underlying'").all()}
     assert "Fed announces emergency meeting" in headlines
     assert symbols == {"SPX", "SPY"}
+
+
+def test_a_clean_stop_stores_every_record_before_the_producers_go(tmp_path: Path) -> None:
+    """Producers stopped with records still waiting (an open batch, or one not acknowledged):
+    the simulator's and events' were lost for good (they number afresh when they start again),
+    the matcher's reached the database only when it was started again."""
+    config = make_config(tmp_path / "data", game={"roles": {"fast": FAST}},
+                         simulator={"speed": 200.0}, db={"batch_max_ms": 600_000})
+    with Cluster(config, ["dbwriter", "matcher", "simulator", "events"]) as cluster:
+        assert trade(cluster, teams=4, orders=300, seed=5) > 200
+        services: Any = cluster.services
+        sim, events, matcher = services["simulator"], services["events"], services["matcher"]
+        wait_for(lambda: events.records.outbox.pending_records > 0,
+                 what="events records")
+        assert sim.records.outbox.pending_records > 0  # waiting: no batch is due for 10 min
+    with Store(config.db_url) as store, store.engine.connect() as conn:
+        stored = dict(conn.exec_driver_sql("select stream, last_seq from stream_progress").all())
+    assert stored == {"simulator": sim.records.last_seq, "events": events.records.last_seq,
+                      "matcher": matcher.engine.counters["record"]}
+    assert len(db_trades(config.db_url)) == len(journal_trades(config)) > 50
+
+
+def test_a_stop_with_no_writer_running_does_not_wait_for_one(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "data", simulator={"speed": 200.0})
+    cluster = Cluster(config, ["matcher", "simulator", "events"])
+    with cluster:
+        sim: Any = cluster.services["simulator"]
+        wait_for(lambda: sim.records.outbox.pending_records > 0, what="price records")
+        started = time.monotonic()
+    assert time.monotonic() - started < 1.5  # not FLUSH_S per producer
+    assert sim.records.outbox.pending_records > 0  # nowhere to go: said in the log

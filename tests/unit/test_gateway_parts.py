@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import tracemalloc
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +25,11 @@ from common.messages import (
     TradePrint,
     encode,
 )
+from services.dbwriter.store import Store
 from services.gateway import views
 from services.gateway.auth import KeyRing, key_hash, new_key
 from services.gateway.books import BookMirror
+from services.gateway.dbwatch import DbWatch
 from services.gateway.hub import Hub
 from services.gateway.limits import RateLimiter
 from services.gateway.ws import Session
@@ -249,3 +252,30 @@ def test_a_replaced_connections_replay_never_moves_the_new_ones_cursor() -> None
         return [it.private_seq for it in new.queue], new.session.cursor
 
     assert asyncio.run(scenario()) == ([6, 7, 8], 8)
+
+
+def test_stored_records_count_exactly_and_skip_a_producer_numbering_afresh(
+        tmp_path: Path) -> None:
+    """The metric was the committed seq as a float: the simulator's and events' seqs start at
+    a ns clock (~1.8e18), so it moved in steps of 256 and looked stalled for minutes."""
+    url = f"sqlite:///{tmp_path / 'itg.db'}"
+    base = 1_795_515_443_962_986_953
+    with Store(url) as store, store.engine.begin() as conn:
+        conn.exec_driver_sql(f"insert into stream_progress values ('events', {base})")
+    watch = DbWatch(url)
+
+    def commit(seq: int) -> dict[str, int]:
+        with Store(url) as store, store.engine.begin() as conn:
+            conn.exec_driver_sql(f"update stream_progress set last_seq = {seq}")
+        watch.poll()
+        return dict(watch.stored)
+
+    try:
+        watch.poll()
+        assert watch.stored == {"events": 0}  # first sight: nothing counted yet
+        assert commit(base + 3) == {"events": 3}
+        assert commit(base + 4) == {"events": 4}
+        assert commit(base + 60 * 10**9) == {"events": 4}  # a restart: numbered afresh
+        assert commit(base + 60 * 10**9 + 7) == {"events": 11}
+    finally:
+        watch.close()
