@@ -5,9 +5,12 @@ fetched are buffered and those newer than the snapshot applied on top of it; aft
 that jumps, or an event of another epoch (the matcher restarted), asks for a new snapshot.
 A gap is never skipped.
 
-Read-your-writes: a bot that placed an order and then reads the book must see it. A command's
-md events carry the command's time stamp, as does its Response, so `wait_for(ts)` waits until
-the mirror has applied everything up to the bot's last accepted command.
+Read-what-you-were-told: once this gateway has told anyone of a command's effect (its answer,
+or a fill, ack or cancel on a team's stream), a book read through it shows that effect. A
+command's md events carry the command's time stamp, as do its Response and private events, so
+`caught_up()` waits until the mirror has applied everything up to the newest such time. Per
+team was not enough: the maker of a fill, told by the taker's answer or its own execution
+report, read its order still resting.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class BookMirror:
         self.synced = False
         self.epoch = 0
         self.watermark = 0  # ts_ns of the newest md event applied
+        self.told = 0  # ts_ns of the newest book-changing command this gateway told anyone of
         self.resyncs = 0
         self._seqs: dict[bytes, int] = {}
         self._buffer: list[tuple[bytes, Event]] | None = []
@@ -142,6 +146,15 @@ class BookMirror:
                     else:
                         keep.append((ts, fut))
                 self._waiters = keep
+
+    def tell(self, ts_ns: int) -> None:
+        """A book-changing command's effect was just told to a client."""
+        if ts_ns > self.told:
+            self.told = ts_ns
+
+    async def caught_up(self, timeout: float) -> None:
+        """Until the book shows every effect this gateway has told of (bounded)."""
+        await self.wait_for(self.told, timeout)
 
     async def wait_for(self, ts_ns: int, timeout: float) -> None:
         """Until every md event up to `ts_ns` is applied (bounded: then serve what we have)."""

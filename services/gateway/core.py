@@ -44,7 +44,6 @@ class Gateway:
                             self.settings.negative_auth_ttl_s)
         self.limiter = RateLimiter("orders", self.settings.rate_limit)
         self.requests = RateLimiter("requests", self.settings.rate_limit)
-        self.last_write: dict[str, int] = {}  # team -> ts of its last book-changing command
         self.beats: dict[str, float] = {}
         self.taps: list[Sink] = []  # more readers of every feed frame (the dashboard), first
         self.private_taps: list[Sink] = []  # and of every exec.<team> frame

@@ -150,7 +150,7 @@ async def place(gw: Gateway, me: TeamInfo, req: OrderRequest) -> Body:
     if not answer.ok or not isinstance(answer.result, OrderResult):
         gw.limiter.give_back(me.team_id)
         return refused(rid, answer)
-    gw.last_write[me.team_id] = answer.ts_ns
+    gw.mirror.tell(answer.ts_ns)
     return envelope(rid, order_id=answer.order_id, data=views.order_result(answer.result))
 
 
@@ -163,7 +163,7 @@ async def cancel(gw: Gateway, me: TeamInfo, order_id: str) -> Body:
         return answer
     if not answer.ok or not isinstance(answer.result, OrderResult):
         return refused(None, answer)
-    gw.last_write[me.team_id] = answer.ts_ns
+    gw.mirror.tell(answer.ts_ns)
     return envelope(None, order_id=order_id, data=views.order_result(answer.result))
 
 
@@ -201,7 +201,7 @@ async def book(gw: Gateway, me: TeamInfo, instrument_id: str) -> Body:
     if not gw.mirror.synced:
         return failure(None, "SERVICE_UNAVAILABLE", "Market data is resynchronising",
                        {"retry": True})
-    await gw.mirror.wait_for(gw.last_write.get(me.team_id, 0), gw.settings.request_timeout_s)
+    await gw.mirror.caught_up(gw.settings.request_timeout_s)
     levels = gw.mirror.books.get(instrument_id)
     bids, asks = levels.top(BOOK_LEVELS) if levels is not None else ([], [])
     return envelope(None, data={

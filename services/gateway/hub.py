@@ -38,8 +38,11 @@ from common.config import GatewayConfig
 from common.messages import (
     AccountQuery,
     AccountReply,
+    CancelAck,
     DecodeError,
     Event,
+    ExecutionReport,
+    OrderAck,
     Ping,
     Pong,
     ReplayReply,
@@ -51,6 +54,8 @@ from services.gateway import views
 from services.gateway.books import BookMirror
 from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable
 from services.gateway.ws import INTERNAL, POLICY, TRY_AGAIN, Connection, Session, item
+
+BOOK_CHANGES = (OrderAck, ExecutionReport, CancelAck)  # private events whose command moved a book
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,8 @@ class Hub:
 
     def _deliver(self, conn: Connection, event: Event) -> None:
         conn.session.cursor = event.seq
+        if isinstance(event, BOOK_CHANGES):
+            self.mirror.tell(event.ts_ns)  # a book read after this shows it
         shaped = views.private(event)
         if shaped is not None and not conn.put(
             item(shaped[0], shaped[1], event.seq, views.iso(event.ts_ns))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from common.messages import NewOrder, encode
+from common.transport import make_socket
 from tests.integration.gw import CALL, Exchange, Team, running
 
 
@@ -240,7 +244,7 @@ def test_health_and_unknown_routes(exchange: Exchange) -> None:
 
 
 def test_the_book_answers_at_once_after_an_idempotent_retry(exchange: Exchange) -> None:
-    """Book reads wait for market data up to the caller's last write; a retried order's
+    """Book reads wait for market data up to the newest answer given; a retried order's
     answer is as old as the original, so nothing is waited for (it stalled 5 s)."""
     team = exchange.register("retry-then-book")
     first = team.order("buy", 1, 1.11, client_order_id="once")
@@ -261,3 +265,51 @@ def test_an_empty_client_order_id_is_none_and_a_reused_one_is_refused(exchange: 
     assert error(reused) == "DUPLICATE_CLIENT_ORDER_ID"
     assert reused["error"]["details"]["order_id"] == first["order_id"]
     assert len(team.open_orders()) == 3
+
+
+@contextlib.contextmanager
+def slow_market_data(exchange: Exchange, delay_s: float) -> Iterator[None]:
+    """The gateway applies each md frame `delay_s` late, in order: a lagging md feed."""
+    gw = exchange.gateway.gateway
+    apply, late = gw.mirror.feed, collections.deque[tuple[bytes, bytes]]()
+
+    def feed(topic: bytes, payload: bytes) -> None:
+        late.append((topic, payload))
+        gw.loop.call_later(delay_s, lambda: apply(*late.popleft()))  # the oldest: order kept
+
+    gw.mirror.feed = feed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        gw.mirror.feed = apply  # type: ignore[method-assign]
+        time.sleep(delay_s * 2)  # the frames still held are applied
+
+
+def test_a_fill_told_to_anyone_is_in_every_later_book_read(
+        exchange: Exchange, mm: tuple[Team, Team]) -> None:
+    """The maker, told of the fill by the taker's answer or by its own execution report, read
+    its order still resting: reads waited only for the reader's own last order (a CI flake)."""
+    mm1, mm2 = mm
+    ws1 = mm1.ws()
+    ws1.next()
+    config = exchange.cluster.config
+    direct = make_socket(exchange.cluster.ctx, config, "commands", bind=False)
+    try:
+        with slow_market_data(exchange, 0.3):
+            mm1.order("sell", 1, 127.25)
+            assert mm2.order("buy", 1, 127.25)["data"]["status"] == "filled"
+            assert {"price": 127.25, "quantity": 1} not in book_asks(mm1)
+            # a taker this gateway does not answer (as the retail flow): only the report tells
+            mm1.order("sell", 1, 127.5)
+            direct.send_multipart([b"cmd", encode(NewOrder(
+                team_id=mm2.team_id, instrument_id=CALL, side="buy", quantity=1, price=12750))])
+            ws1.until(lambda m: m["type"] == "execution_report"
+                      and m["data"]["executed_price"] == 127.5)
+            assert {"price": 127.5, "quantity": 1} not in book_asks(mm1)
+    finally:
+        direct.close()
+        ws1.close()
+
+
+def book_asks(team: Team) -> list[dict[str, Any]]:
+    return team.get(f"/exchange/orderbook/{CALL}")["data"]["asks"]  # type: ignore[no-any-return]

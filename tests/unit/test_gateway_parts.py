@@ -235,7 +235,7 @@ def test_a_replaced_connections_replay_never_moves_the_new_ones_cursor() -> None
 
     async def scenario() -> tuple[list[int], int]:
         bridge = _HeldBridge()
-        hub = Hub(Config().gateway, bridge, mirror=None)  # type: ignore[arg-type]
+        hub = Hub(Config().gateway, bridge, BookMirror(lambda _: None))
         session = hub.sessions[TEAM.team_id] = Session(TEAM, 100)
         session.mark(1, 0)
         session.mark(10, 5)  # the client saw seq 10 = private 5, and missed private 6..8
