@@ -168,6 +168,7 @@ class BookDelta(Event, tag="book_delta", kw_only=True):
 
     instrument_id: str
     changes: list[tuple[str, int, int]]
+    more: bool = False  # another book_delta of the same command follows (another instrument)
 
 
 class TradePrint(Event, tag="trade", kw_only=True):
@@ -227,6 +228,8 @@ class MarketSnapshot(Message, tag="market_snapshot", kw_only=True):
     books: list[BookLevels]
     last_trades: list[TradePrint]
     status: MarketStatus
+    ts_ns: int = 0  # the time of the last command it includes
+
 
 
 class ReplayRequest(Message, tag="replay_request", kw_only=True):

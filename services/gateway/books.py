@@ -66,7 +66,9 @@ class BookMirror:
         self.halted: list[str] = []
         self.synced = False
         self.epoch = 0
-        self.watermark = 0  # ts_ns of the newest md event applied
+        # ts_ns of the newest command whose book changes are all applied: a command's trade
+        # prints come before its book deltas, and a command may change several books
+        self.watermark = 0
         self.told = 0  # ts_ns of the newest book-changing command this gateway told anyone of
         self.resyncs = 0
         self._seqs: dict[bytes, int] = {}
@@ -102,6 +104,7 @@ class BookMirror:
                 self._buffer.append((topic, event))
             elif event.seq > self._seqs.get(topic, 0):
                 self._apply(topic, event)
+        self._advance(snap.ts_ns)  # its commands' deltas are in it, not applied one by one
         if self.resyncs:  # clients may have missed changes: tell them the state again
             for iid in self.books:
                 self.on_change(iid)
@@ -121,12 +124,13 @@ class BookMirror:
                 book = self.books[event.instrument_id] = Book()
             book.apply(event.changes)
             self.on_change(event.instrument_id)
+            if not event.more:  # its command's last book change: the books show all of it
+                self._advance(event.ts_ns)
         elif isinstance(event, TradePrint):
             self.last_trade[event.instrument_id] = event.price
             self.on_change(event.instrument_id)
         elif isinstance(event, MarketStatus):
             self.phase, self.halted = event.phase, list(event.halted)
-        self._advance(event.ts_ns)
 
     def _resync(self, why: str) -> None:
         log.warning("gateway book mirror: %s; fetching a new snapshot", why)

@@ -132,15 +132,17 @@ class Engine:
         self.out, self._ts = out, ts_ns
         self._handlers[type(cmd)](cmd)
         if self._dirty:
-            seqs = self.seqs
+            seqs, delta = self.seqs, None
             for book in self._dirty:
                 changes = book.drain_changes()
                 if changes:
+                    if delta is not None:
+                        delta.more = True
                     topic = self._book_topic[book.instrument_id]
                     seqs[topic] = book_seq = seqs.get(topic, 0) + 1
-                    out.append((topic, BookDelta(
-                        seq=book_seq, ts_ns=ts_ns, epoch=self.epoch,
-                        instrument_id=book.instrument_id, changes=changes)))
+                    delta = BookDelta(seq=book_seq, ts_ns=ts_ns, epoch=self.epoch,
+                                      instrument_id=book.instrument_id, changes=changes)
+                    out.append((topic, delta))
             self._dirty.clear()
         self.last_seq, self.last_ts = seq, ts_ns
         return out

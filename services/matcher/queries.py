@@ -24,7 +24,8 @@ def market_snapshot(engine: Engine, epoch: int) -> MarketSnapshot:
         books.append(BookLevels(instrument_id=iid, bids=bids, asks=asks))
     seqs = {t.decode(): n for t, n in engine.seqs.items() if t.startswith(topics.MD)}
     return MarketSnapshot(epoch=epoch, seqs=seqs, books=books,
-                          last_trades=list(engine.last_trades.values()), status=engine.status())
+                          last_trades=list(engine.last_trades.values()), status=engine.status(),
+                          ts_ns=engine.last_ts)
 
 
 def account(engine: Engine, team_id: str) -> AccountReply:

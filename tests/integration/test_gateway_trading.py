@@ -268,21 +268,26 @@ def test_an_empty_client_order_id_is_none_and_a_reused_one_is_refused(exchange: 
 
 
 @contextlib.contextmanager
-def slow_market_data(exchange: Exchange, delay_s: float) -> Iterator[None]:
-    """The gateway applies each md frame `delay_s` late, in order: a lagging md feed."""
+def slow_market_data(exchange: Exchange, delay_s: float, apart_s: float) -> Iterator[None]:
+    """The gateway applies each md frame `delay_s` late and `apart_s` after the one before, in
+    order: a lagging md feed that splits a command's frames (a trade print, then its book
+    delta) across loop passes."""
     gw = exchange.gateway.gateway
     apply, late = gw.mirror.feed, collections.deque[tuple[bytes, bytes]]()
+    due = 0.0
 
     def feed(topic: bytes, payload: bytes) -> None:
+        nonlocal due
         late.append((topic, payload))
-        gw.loop.call_later(delay_s, lambda: apply(*late.popleft()))  # the oldest: order kept
+        due = max(gw.loop.time() + delay_s, due + apart_s)
+        gw.loop.call_at(due, lambda: apply(*late.popleft()))  # the oldest: order kept
 
     gw.mirror.feed = feed  # type: ignore[method-assign]
     try:
         yield
     finally:
         gw.mirror.feed = apply  # type: ignore[method-assign]
-        time.sleep(delay_s * 2)  # the frames still held are applied
+        time.sleep(delay_s + 10 * apart_s)  # the frames still held are applied
 
 
 def test_a_fill_told_to_anyone_is_in_every_later_book_read(
@@ -295,7 +300,7 @@ def test_a_fill_told_to_anyone_is_in_every_later_book_read(
     config = exchange.cluster.config
     direct = make_socket(exchange.cluster.ctx, config, "commands", bind=False)
     try:
-        with slow_market_data(exchange, 0.3):
+        with slow_market_data(exchange, 0.2, 0.05):
             mm1.order("sell", 1, 127.25)
             assert mm2.order("buy", 1, 127.25)["data"]["status"] == "filled"
             assert {"price": 127.25, "quantity": 1} not in book_asks(mm1)

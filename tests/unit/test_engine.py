@@ -7,6 +7,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from common.messages import (
+    BookDelta,
     CancelAck,
     CancelOrder,
     CancelReject,
@@ -250,6 +251,19 @@ def test_closing_cancels_everything_and_rejects_new_orders(harness: Harness) -> 
     out = harness.apply(SetPhase(gw="t", phase="closed"))
     assert [a.reason for a in events(out, CancelAck)] == ["market_closed"]
     assert response(harness.order(mm, "buy", 5, 1.00)).code == "MARKET_CLOSED"
+
+
+def test_only_a_commands_last_book_delta_says_no_more_follow(harness: Harness) -> None:
+    """A reader of the md feed knows a command's book changes are all in (services/gateway/
+    books.py waits for that before a book read goes on)."""
+    mm = harness.team("mm")
+    harness.order(mm, "buy", 5, 1.00)
+    harness.order(mm, "buy", 5, 1.00, "SPX_4500_PUT")
+    one = events(harness.order(mm, "buy", 1, 1.10), BookDelta)
+    assert [d.more for d in one] == [False]
+    out = harness.apply(SetPhase(gw="t", phase="closed"))
+    assert [(d.instrument_id, d.more) for d in events(out, BookDelta)] == [
+        ("SPX_4500_CALL", True), ("SPX_4500_PUT", False)]
 
 
 def test_halted_instrument_rejects_until_resumed(harness: Harness) -> None:

@@ -149,6 +149,34 @@ def test_read_your_writes_wait() -> None:
     asyncio.run(run())
 
 
+def test_a_commands_book_changes_are_all_applied_before_a_read_goes_on() -> None:
+    """A trade print comes before its book delta, and a command may change several books:
+    only its last delta (more=False) lets a waiting read go on; a snapshot covers its time."""
+    async def run() -> None:
+        mirror = BookMirror(lambda iid: None)
+        mirror.load(snapshot([(100, 1)], book_seq=0))
+        waiter = asyncio.create_task(mirror.wait_for(50, timeout=5))
+        mirror.feed(b"md.trade.X", encode(TradePrint(
+            trade_id="T", instrument_id="X", price=100, quantity=1, aggressor="buy", seq=1,
+            ts_ns=50, epoch=7)))
+        mirror.feed(b"md.book.X", encode(BookDelta(
+            instrument_id="X", changes=[("sell", 100, 0)], more=True, seq=1, ts_ns=50,
+            epoch=7)))
+        await asyncio.sleep(0.01)
+        assert not waiter.done() and mirror.watermark == 0
+        mirror.feed(b"md.book.Y", encode(BookDelta(
+            instrument_id="Y", changes=[("buy", 7, 0)], seq=1, ts_ns=50, epoch=7)))
+        await asyncio.wait_for(waiter, 1)
+        late = asyncio.create_task(mirror.wait_for(90, timeout=5))
+        await asyncio.sleep(0.01)
+        mirror.need_snapshot.set()
+        mirror.load(MarketSnapshot(epoch=7, seqs={}, books=[], last_trades=[],
+                                   status=MarketStatus(phase="continuous", halted=[]), ts_ns=90))
+        await asyncio.wait_for(late, 1)
+
+    asyncio.run(run())
+
+
 def test_rate_limiter_window_and_give_back(monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
     now = [100.0]
