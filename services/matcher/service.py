@@ -117,6 +117,10 @@ class MatcherService(Service):
             state = decode_state(snapshot)
             restore(engine, state)
             self.outbox.restore(state.unacked_batches, state.unacked_records, now)
+        else:  # the house teams' records, made before any command: into the outbox now, or a
+            # snapshot taken before the first command would hold them nowhere
+            for record in engine.take_records():
+                self.outbox.add(record, now)
         start = engine.last_seq
         if self.dir.exists():
             repair_tail(self.dir)
@@ -220,12 +224,14 @@ class MatcherService(Service):
         self.disk.snapshot(self.engine.last_seq, snapshot_bytes(self.engine, frames, unacked))
 
     def on_stop(self) -> None:
-        if hasattr(self, "disk"):
-            self.disk.close()
-            self._publish_durable()
-            self.records.flush()  # kept in snapshots too, but the DB is complete at once
-        if hasattr(self, "_lock"):
-            os.close(self._lock)  # releases the lock
+        try:
+            if hasattr(self, "disk"):
+                self.disk.close()  # raises after a disk error: what is durable is published
+                self._publish_durable()
+                self.records.flush()  # kept in snapshots too, but the DB is complete at once
+        finally:
+            if hasattr(self, "_lock"):
+                os.close(self._lock)  # releases the lock, whatever failed: a restart may go on
 
     # --- request/reply ---
 

@@ -160,6 +160,24 @@ def test_records_waiting_for_a_writer_at_a_snapshot_reach_the_db_after_a_restart
     assert set(stored) == journal_trades(config)
 
 
+def test_house_teams_reach_the_db_when_a_snapshot_comes_before_any_command(
+        tmp_path: Path) -> None:
+    """Their records waited for the first command's batch; a snapshot before it kept them
+    nowhere, and the restart rebuilt them as already sent: never stored, a hole at seq 1."""
+    url = f"sqlite:///{tmp_path}/itg.db"
+    config = make_config(tmp_path / "data", matcher={"snapshot_interval_s": 0.1},
+                         db={"url": url, "batch_max_ms": 20})
+    with Cluster(config, ["matcher"]):
+        snapshot_from(Path(config.data_dir), 0)
+    with Cluster(config, ["dbwriter", "matcher"]) as cluster:
+        matcher: Any = cluster.services["matcher"]
+        house = set(matcher.engine.teams)
+        wait_for(lambda: matcher.outbox.pending_records == 0, what="every record acknowledged")
+    with Store(url) as store, store.engine.connect() as conn:
+        stored = {r[0] for r in conn.exec_driver_sql("select team_id from teams")}
+    assert stored == house and house
+
+
 # --- processes: the matcher and two writers, killed and restarted ---
 
 PROCESS_CONFIG = """
