@@ -107,9 +107,11 @@ class DiskThread:
         """Flush everything submitted, then stop; `durable_batch` still answers afterwards."""
         self._queue.put(None)
         self._thread.join()
-        self._journal.close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        try:
+            self._journal.close()
+        finally:
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
     def _run(self) -> None:
         try:

@@ -14,7 +14,6 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +44,22 @@ def fsync_dir(directory: Path) -> None:
 
 
 class JournalWriter:
+    """Writes straight to the file descriptor: a failed batch is cut back off the file, where a
+    buffered file would keep its unwritten half and write it again when closed."""
+
     def __init__(self, directory: Path, first_seq: int, fsync: bool = True) -> None:
         self.directory = directory
         self.fsync = fsync
+        self.failed = False  # a commit failed: nothing more is written, not even at close
         self._buf = bytearray()
         directory.mkdir(parents=True, exist_ok=True)
-        self._file = self._open(first_seq)
+        self._fd, self._size = self._open(first_seq)
 
-    def _open(self, first_seq: int) -> BinaryIO:
-        f = open(segment_path(self.directory, first_seq), "ab")  # noqa: SIM115 - lives with us
+    def _open(self, first_seq: int) -> tuple[int, int]:
+        fd = os.open(segment_path(self.directory, first_seq),
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         fsync_dir(self.directory)
-        return f
+        return fd, os.fstat(fd).st_size
 
     def append(self, seq: int, ts_ns: int, payload: bytes) -> None:
         self._buf += record_bytes(seq, ts_ns, payload)
@@ -65,24 +69,44 @@ class JournalWriter:
         self._buf += records
 
     def commit(self) -> None:
-        """Write and fsync everything appended since the last commit (one fsync per batch)."""
-        if not self._buf:
+        """Write and fsync everything appended since the last commit (one fsync per batch).
+
+        On any error the batch is cut back off (none of it was acknowledged) and the writer
+        stops: a torn batch followed by more records would make the journal unreadable."""
+        if not self._buf or self.failed:
             return
-        self._file.write(self._buf)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
+        try:
+            _write_all(self._fd, self._buf)
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError:
+            self.failed = True
+            self._buf = bytearray()  # not clear(): the traceback still holds a view of it
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                log.exception("journal: could not cut a failed batch off; repair_tail will")
+            raise
+        self._size += len(self._buf)
         self._buf.clear()
 
     def roll(self, next_seq: int) -> None:
         """Start a new segment at next_seq (called right after a snapshot)."""
         self.commit()
-        self._file.close()
-        self._file = self._open(next_seq)
+        os.close(self._fd)
+        self._fd, self._size = self._open(next_seq)
 
     def close(self) -> None:
-        self.commit()
-        self._file.close()
+        try:
+            self.commit()
+        finally:
+            os.close(self._fd)
+
+
+def _write_all(fd: int, data: bytearray) -> None:
+    view = memoryview(data)
+    while view:  # a write may be short (a full disk, a file size limit)
+        view = view[os.write(fd, view):]
 
 
 def record_bytes(seq: int, ts_ns: int, payload: bytes) -> bytes:

@@ -144,3 +144,54 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(short_dir: Path) -> None:
         assert {o.order_id for o in live[team].open_orders} == {
             o.order_id for o in engine.live.values() if o.team_id == team}
     assert "recovered: snapshot at seq" in log.read_text()
+
+
+# A journal write that fails half done: a real short write, the file size limit (RLIMIT_FSIZE)
+# standing in for a full disk, in a process of its own (the limit is per process). The disk has
+# room again by the time the matcher stops.
+DISK_FULL = """
+import resource, signal, sys
+from pathlib import Path
+from common.bus_client import MatcherClient
+from common.messages import RegisterTeam
+from services.launcher import Cluster
+from services.matcher import disk
+from services.matcher.journal import segments
+from tests.conftest import make_config, wait_for
+
+data = Path(sys.argv[1])
+config = make_config(data)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+close = disk.DiskThread.close
+def room_again(self):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    close(self)
+disk.DiskThread.close = room_again
+cluster = Cluster(config, ["matcher"])
+cluster.start()
+client = MatcherClient(config, cluster.ctx)
+client.wait_ready()
+assert client.request(RegisterTeam(team_name="a", role="market_maker", key_hash="x")).ok
+segment = segments(data / "matcher")[-1][1]
+good = segment.stat().st_size
+resource.setrlimit(resource.RLIMIT_FSIZE, (good + 5000, hard))
+client.send(RegisterTeam(team_name="b", role="market_maker", key_hash="k" * 20000))
+wait_for(lambda: "matcher" in cluster._errors, what="the matcher stopping on the disk error")
+client.close()
+cluster.stop()
+with Cluster(config, ["matcher"]) as again:  # same process: the data dir's lock was released
+    print(good, segment.stat().st_size, again.services["matcher"].last_seq())
+"""
+
+
+def test_a_journal_write_that_fails_half_done_is_cut_off_and_the_matcher_starts_again(
+        short_dir: Path) -> None:
+    """The failed batch was written again at stop (torn half + whole): every later start
+    refused the journal; and the stop never released the data dir's lock."""
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", DISK_FULL, str(short_dir / "data")], cwd=root,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    good, after, last_seq = map(int, run.stdout.split())
+    assert after == good and last_seq == 1  # only the acknowledged registration
