@@ -104,6 +104,7 @@ class Api:
         self.limit = gw.settings.max_body_bytes
 
     async def caller(self, key: str | None) -> TeamInfo | Response:
+        key = key.strip(" \t") if key else key  # optional whitespace, not part of the value
         if not key:
             return _detail(401, MISSING_KEY)
         try:
@@ -247,7 +248,7 @@ def _ws_route(app: FastAPI, api: Api) -> None:
 def _since(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 16 or int(raw) > MAX_SINCE:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 16 or int(raw) > MAX_SINCE:
         return -1
     return int(raw)
 

@@ -74,13 +74,13 @@ async def register(gw: Gateway, req: RegisterRequest) -> Body:
     key = new_key()
     hashed = key_hash(key)
     answer = await ask(gw, RegisterTeam(team_name=req.team_name, role=req.role, key_hash=hashed),
-                       None)
+                       req.request_id)
     if not isinstance(answer, Response):
         return answer
     if not answer.ok or not isinstance(answer.result, TeamInfo):
-        return refused(None, answer)
+        return refused(req.request_id, answer)
     gw.keys.remember(hashed, answer.result)
-    return envelope(None, data={**views.team(answer.result), "api_key": key})
+    return envelope(req.request_id, data={**views.team(answer.result), "api_key": key})
 
 
 async def team(gw: Gateway, me: TeamInfo, team_id: str) -> Body:
@@ -125,9 +125,10 @@ def _check(gw: Gateway, role: RoleConfig | None, req: OrderRequest,
     """The price in ticks (None for a market order), or the reject, in the matcher's order."""
     if problem := _shape(req, order_type):
         return problem
-    ticks = None if order_type == "market" else _ticks(req.price, gw.max_price_ticks)
+    ticks = _ticks(req.price, gw.max_price_ticks)  # on a market order too: never ignored
     if isinstance(ticks, tuple):
         return ticks
+    ticks = None if order_type == "market" else ticks
     low, high = (role.min_order_size, role.max_order_size) if role else (1, 0)
     return _quantity(req.quantity, low, high) or ticks
 

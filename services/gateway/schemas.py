@@ -31,6 +31,7 @@ class RegisterRequest(_Request):
     team_name: Annotated[StrictStr, Field(min_length=1, max_length=50, pattern=PRINTABLE)]
     role: Annotated[StrictStr, Field(max_length=SHORT, description=(
         "market_maker | hedge_fund | arbitrage | retail (anything else: UNSUPPORTED_ROLE)"))]
+    request_id: Short | None = None
 
 
 class OrderRequest(_Request):

@@ -57,7 +57,9 @@ class Validator:
                           {"order_type": order_type, "allowed": list(role.order_types)})
         if order_type == "limit":
             if price is None:
-                return Reject("MISSING_PRICE", "Limit orders need a price", {})
+                return Reject("MISSING_PRICE", "Limit orders need a price",
+                              {"order_type": order_type, "side": side,
+                               "quantity": quantity})
             if not 0 < price <= self.max_price:
                 return Reject("INVALID_PRICE", "Price out of range",
                               {"price": price, "min": 1, "max": self.max_price})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import http.client
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -146,6 +148,10 @@ def test_market_maker_position_limit_counts_resting_orders(
     ({"instrument_id": CALL, "side": "buy", "quantity": 1, "price": 1.7e308}, "INVALID_PRICE"),
     ({"instrument_id": CALL, "side": "buy", "quantity": 1, "price": 0.001}, "INVALID_PRICE"),
     ({"instrument_id": CALL, "side": "buy", "quantity": 1}, "NO_LIQUIDITY"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1, "order_type": "market",
+      "price": -5}, "INVALID_PRICE"),  # a market order's price is checked, not ignored
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1, "order_type": "market",
+      "price": 12.345}, "INVALID_PRICE"),
 ])
 def test_business_rejects(exchange: Exchange, body: dict[str, Any], code: str) -> None:
     team = exchange.register(f"rej-{code}-{abs(hash(str(body))) % 10**6}")
@@ -154,6 +160,7 @@ def test_business_rejects(exchange: Exchange, body: dict[str, Any], code: str) -
     assert r.status_code == 200
     reply = r.json()
     assert error(reply) == code and reply["request_id"] == "r-1"
+    assert reply["error"]["details"], "every reject says what was wrong"
     assert team.open_orders() == [] and team.positions() == {}
 
 
@@ -213,6 +220,17 @@ def test_registration_rules(exchange: Exchange) -> None:
     assert register({"team_name": "z" * 51, "role": "retail"}).status_code == 422
     assert register({"team_name": "nul\u0000name", "role": "retail"}).status_code == 422
     assert register({"team_name": "ok", "role": 3}).status_code == 422
+    echoed = register({"team_name": "Echo", "role": "retail", "request_id": "mine-1"}).json()
+    assert echoed["success"] and echoed["request_id"] == "mine-1"
+    again = register({"team_name": "echo", "role": "retail", "request_id": "mine-2"}).json()
+    assert error(again) == "DUPLICATE_TEAM_NAME" and again["request_id"] == "mine-2"
+    key = echoed["data"]["api_key"]
+    gateway = http.client.HTTPConnection("127.0.0.1", exchange.gateway.port, timeout=10)
+    for padded in (f"{key}  ", f"{key}\t"):  # HTTP's optional whitespace is not the key
+        gateway.request("GET", "/positions", headers={"X-API-Key": padded})  # httpx refuses
+        r = gateway.getresponse()
+        assert r.status == 200 and json.loads(r.read())["success"]
+    gateway.close()
 
 
 def test_market_order_fills_what_it_can_and_rate_limit_answers(

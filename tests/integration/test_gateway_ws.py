@@ -131,7 +131,9 @@ def test_handshake_needs_a_valid_key_and_since(exchange: Exchange) -> None:
     team = exchange.register("handshake")
     for query, status in (("", 401), ("?api_key=itg_wrong", 401),
                           (f"?api_key={team.key}&since=-1", 400),
-                          (f"?api_key={team.key}&since=abc", 400)):
+                          (f"?api_key={team.key}&since=abc", 400),
+                          (f"?api_key={team.key}&since=%C2%B2", 400),  # "²": a 500 before
+                          (f"?api_key={team.key}&since=%EF%BC%95", 400)):  # fullwidth 5
         with pytest.raises(InvalidStatus) as refused:
             connect(exchange.ws_base + "/ws" + query).close()
         assert refused.value.response.status_code == status
