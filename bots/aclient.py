@@ -1,10 +1,12 @@
 """The asyncio twin of `bots.client`: the same calls, awaited, and a WebSocket reader task.
 
-    async with AsyncClient("http://127.0.0.1:8000") as client:
+    async with AsyncClient("http://127.0.0.1:8000") as client:   # closes its streams too
         await client.register("my-team", "hedge_fund")
         stream = client.stream()                 # or client.stream(handler=on_message)
         reply = await client.place("SPX", "buy", 10, 4400.25)
         msg = await stream.get(timeout=1.0)
+
+A handler may be a plain function or an `async def` one (awaited before the next message).
 
 Same guarantees: generated client_order_ids, resends with the same id only, the team's rate
 limit kept and RATE_LIMIT_EXCEEDED waited out, and a stream that resumes with `since=N`.
@@ -14,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -57,7 +60,7 @@ from bots.client import MAYBE_SENT, NOT_SENT
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[WsMessage], None]
+Handler = Callable[[WsMessage], Awaitable[None] | None]
 
 
 class AsyncHttp(Protocol):
@@ -82,8 +85,13 @@ class AsyncClient:
         self.gate = RateGate(limits.orders_per_s if limits else None)
         self.http: AsyncHttp = http or httpx.AsyncClient(timeout=timeout)
         self.counters = {"retries": 0, "rate_limited": 0, "unknown_outcomes": 0}
+        self._streams: list[AsyncStream] = []  # closed with the client, see stream()
 
     async def aclose(self) -> None:
+        """Close the HTTP client and every stream this client started."""
+        for stream in self._streams:
+            await stream.close()
+        self._streams.clear()
         await self.http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
@@ -203,15 +211,21 @@ class AsyncClient:
         return await self._send("GET", "/", None, auth=False)
 
     def stream(self, handler: Handler | None = None, **kw: Any) -> AsyncStream:
-        """Start the WebSocket reader task (needs a running loop)."""
+        """Start the WebSocket reader task (needs a running loop); `close()` (or the client's
+        `aclose()`) stops it."""
         if not self.api_key:
             raise ApiError("UNAUTHORIZED", "register or pass api_key first")
-        return AsyncStream(ws_url(self.base_url, self.api_key), handler, **kw)
+        stream = AsyncStream(ws_url(self.base_url, self.api_key), handler, **kw)
+        # Kept to be closed with the client: a stream left running keeps reconnecting and can
+        # take the team's connection from the bot's live one. Ended ones are let go.
+        self._streams = [s for s in self._streams if s.running] + [stream]
+        return stream
 
 
 class AsyncStream:
     """The team's WebSocket in a task. With a `handler`, each message is passed to it as it
-    arrives (in order, once); without one, messages queue for `get()`."""
+    arrives (in order, once; an `async def` handler is awaited before the next one is read);
+    without one, messages queue for `get()`."""
 
     def __init__(self, url: str, handler: Handler | None = None, *, since: int = 0,
                  max_backoff_s: float = 2.0) -> None:
@@ -237,6 +251,11 @@ class AsyncStream:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.connected.wait(), timeout)
         return self.connected.is_set()
+
+    @property
+    def running(self) -> bool:
+        """The reader task is still on (connected or reconnecting)."""
+        return not self._task.done()
 
     async def close(self) -> None:
         self._closing = True
@@ -292,7 +311,9 @@ class AsyncStream:
                 self.queue.put_nowait(msg)
                 continue
             try:
-                self.handler(msg)
+                result = self.handler(msg)
+                if inspect.isawaitable(result):  # an async def handler: run it, in order
+                    await result
             except Exception:  # a bug in the bot's handler must not end its stream
                 self.handler_errors += 1
                 log.exception("WebSocket handler failed on a %s message; going on", msg.type)

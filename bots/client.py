@@ -76,8 +76,13 @@ class Client:
         self.gate = RateGate(limits.orders_per_s if limits else None)
         self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
         self.counters = {"retries": 0, "rate_limited": 0, "unknown_outcomes": 0}
+        self._streams: list[Stream] = []  # closed with the client, see stream()
 
     def close(self) -> None:
+        """Close the HTTP client and every stream this client started."""
+        for stream in self._streams:
+            stream.close()
+        self._streams.clear()
         self.http.close()
 
     def __enter__(self) -> Client:
@@ -204,9 +209,14 @@ class Client:
         return sum(self.cancel(o.order_id).ok for o in self.open_orders())
 
     def stream(self, **kw: Any) -> Stream:
+        """Start the team's WebSocket reader thread; `close()` (or the client's) stops it."""
         if not self.api_key:
             raise ApiError("UNAUTHORIZED", "register or pass api_key first")
-        return Stream(ws_url(self.base_url, self.api_key), **kw)
+        stream = Stream(ws_url(self.base_url, self.api_key), **kw)
+        # Kept to be closed with the client: a stream left running keeps reconnecting and can
+        # take the team's connection from the bot's live one. Ended ones are let go.
+        self._streams = [s for s in self._streams if s.running] + [stream]
+        return stream
 
     def _wait_gate(self) -> None:
         while (wait := self.gate.delay(time.monotonic())) > 0:
@@ -259,6 +269,11 @@ class Stream:
 
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        """The reader thread is still on (connected or reconnecting)."""
+        return self._thread.is_alive()
 
     def close(self) -> None:
         self._closing.set()

@@ -25,8 +25,15 @@ from typing import Any
 import zmq
 
 from bots.quant_feed import QuantFeed
+from common.money import TICKS_PER_UNIT
 
 EVENT_TOPICS = (b"news", b"signal.public.")
+# Fields of a public signal that travel in ticks, by its `type` (as the gateway's feed_data).
+TICK_FIELDS: dict[str, tuple[str, ...]] = {"indicators": ("price",)}
+
+
+def dollars(ticks: int) -> float:
+    return ticks / TICKS_PER_UNIT
 
 
 class MarketFeed:
@@ -93,7 +100,7 @@ class MarketFeed:
         state = self._state(f"md.book.{instrument_id}") or {"bids": {}, "asks": {}}
         bids = sorted(state["bids"].items(), reverse=True)
         asks = sorted(state["asks"].items())
-        return [(p / 100, q) for p, q in bids], [(p / 100, q) for p, q in asks]
+        return [(dollars(p), q) for p, q in bids], [(dollars(p), q) for p, q in asks]
 
     def best(self, instrument_id: str) -> tuple[float | None, float | None]:
         bids, asks = self.book(instrument_id)
@@ -101,11 +108,11 @@ class MarketFeed:
 
     def last_trade(self, instrument_id: str) -> tuple[float, int] | None:
         trade = self._state(f"md.trade.{instrument_id}")
-        return None if trade is None else (trade["price"] / 100, trade["quantity"])
+        return None if trade is None else (dollars(trade["price"]), trade["quantity"])
 
     def underlying(self, symbol: str) -> float | None:
         tick = self._state(f"md.underlying.{symbol}")
-        return None if tick is None else float(tick["price"]) / 100
+        return None if tick is None else dollars(tick["price"])
 
     def fair(self, instrument_id: str) -> tuple[float, float] | None:
         """The exchange's own fair value (Black-Scholes at the regime volatility) and delta."""
@@ -113,7 +120,7 @@ class MarketFeed:
         values = self._state(f"md.fair.{symbol}")
         for iid, ticks, delta in (values or {}).get("values", []):
             if iid == instrument_id:
-                return ticks / 100, float(delta)
+                return dollars(ticks), float(delta)
         return None
 
     def status(self) -> dict[str, Any] | None:
@@ -125,4 +132,11 @@ class MarketFeed:
 
     def signal(self, name: str) -> dict[str, Any] | None:
         """A public signal: `sentiment`, or `indicators.SPX` / `indicators.SPY`."""
-        return self._state(f"signal.public.{name}")  # type: ignore[no-any-return]
+        state = self._state(f"signal.public.{name}")
+        if state is None:
+            return None
+        signal = dict(state)  # a copy: the feed's own state stays in ticks, as its snapshots
+        for field in TICK_FIELDS.get(signal.get("type", ""), ()):
+            if isinstance(signal.get(field), int):
+                signal[field] = dollars(signal[field])
+        return signal

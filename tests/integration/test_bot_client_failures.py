@@ -187,3 +187,55 @@ def test_an_async_handler_that_raises_does_not_end_the_stream(exchange: Exchange
 
     seen = asyncio.run(run())
     assert seen[0] == "position_snapshot" and seen.count("new_order_ack") == 2
+
+
+def test_closing_a_client_closes_the_streams_it_started(exchange: Exchange) -> None:
+    """A stream left running after its client closed kept reconnecting, and could take the
+    team's connection from the bot's live stream."""
+    team = exchange.register("closed-client")
+    hub = exchange.gateway.gateway.hub
+    with Client(exchange.base, team.key) as client:
+        stream = client.stream()
+        assert stream.wait_connected(5)
+        assert team.team_id in hub.live
+    assert not stream.connected.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "itg-bot-ws"]
+    wait_for(lambda: team.team_id not in hub.live, 5, "the gateway to see the stream go")
+
+    async def run() -> None:
+        async with AsyncClient(exchange.base, team.key) as aclient:
+            astream = aclient.stream()
+            assert await astream.wait_connected(5)
+        assert not astream.connected.is_set()
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # no reader task left
+
+    asyncio.run(run())
+    wait_for(lambda: team.team_id not in hub.live, 5, "the gateway to see the stream go")
+
+
+def test_an_async_def_handler_is_awaited_and_its_errors_counted(exchange: Exchange) -> None:
+    """Its coroutine was never awaited: every message was silently dropped."""
+    team = exchange.register("async-handler")
+
+    async def run() -> tuple[list[str], int]:
+        seen: list[str] = []
+
+        async def handler(msg: WsMessage) -> None:
+            await asyncio.sleep(0)  # really suspends, as a handler doing I/O would
+            seen.append(msg.type)
+            if msg.type == "position_snapshot":
+                raise RuntimeError("a bug in the bot")
+
+        async with AsyncClient(exchange.base, team.key) as client:
+            stream = client.stream(handler)
+            assert await stream.wait_connected(5)
+            deadline = time.monotonic() + 5  # the snapshot first: see the test above
+            while not seen and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert (await client.place("SPX_4200_PUT", "buy", 1, 1.00)).ok
+            while "new_order_ack" not in seen and time.monotonic() < deadline + 5:
+                await asyncio.sleep(0.02)
+            return seen, stream.handler_errors
+
+    seen, errors = asyncio.run(run())
+    assert seen[:2] == ["position_snapshot", "new_order_ack"] and errors == 1

@@ -12,6 +12,7 @@ import msgpack
 import pytest
 import zmq
 
+from bots.feed import MarketFeed
 from bots.quant_feed import QuantFeed, book_levels, content
 from common.config import Config
 from common.game_master import GameMaster
@@ -137,3 +138,25 @@ def test_feed_frames_are_plain_msgpack_and_snapshots_answer_plain_requests(
     rpc.send(b"\xc1 not msgpack")
     assert rpc.poll(5000) and msgpack.unpackb(rpc.recv())["type"] == "error_reply"
     rpc.close(linger=0)
+
+
+def test_market_feed_gives_the_indicators_price_in_dollars(cluster: Cluster) -> None:
+    """It gave the tick count (440011) next to moving averages in dollars (4400.11)."""
+    feed = MarketFeed(endpoints(cluster.config) | {"events": (
+        address(cluster.config, "events_pub"), address(cluster.config, "events_rpc"))},
+        cluster.ctx)
+    try:
+        assert feed.wait_synced(10)
+        deadline = time.monotonic() + 15
+        while feed.signal("indicators.SPX") is None:
+            assert time.monotonic() < deadline, "no indicators signal"
+            feed.poll(20)
+        signal, raw = feed.signal("indicators.SPX"), feed.raw.state()
+        assert signal is not None
+        ticks = raw["signal.public.indicators.SPX"]["price"]
+        assert isinstance(ticks, int) and signal["price"] == ticks / 100
+        assert feed.signal("indicators.SPX") == signal  # converted on a copy, not in place
+        spot = feed.underlying("SPX")
+        assert spot is not None and abs(signal["price"] - spot) < 0.05 * spot
+    finally:
+        feed.close()
