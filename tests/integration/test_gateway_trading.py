@@ -14,6 +14,7 @@ import pytest
 
 from common.messages import NewOrder, encode
 from common.transport import make_socket
+from tests.conftest import wait_for
 from tests.integration.gw import CALL, Exchange, Team, running
 
 
@@ -305,7 +306,7 @@ def slow_market_data(exchange: Exchange, delay_s: float, apart_s: float) -> Iter
         yield
     finally:
         gw.mirror.feed = apply  # type: ignore[method-assign]
-        time.sleep(delay_s + 10 * apart_s)  # the frames still held are applied
+        wait_for(lambda: not late, 5, "the frames still held applied")
 
 
 def test_a_fill_told_to_anyone_is_in_every_later_book_read(
