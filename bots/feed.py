@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq
 
-from bots.quant_feed import QuantFeed
+from bots.quant_feed import QuantFeed, tcp_endpoints
 from common.money import TICKS_PER_UNIT
 
 EVENT_TOPICS = (b"news", b"signal.public.")
@@ -51,12 +51,7 @@ class MarketFeed:
     def tcp(cls, host: str = "127.0.0.1", base_port: int = 5550, events: bool = True,
             ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> MarketFeed:
         """The feed at the exchange's default tcp port offsets (see common/transport.py)."""
-        def at(offset: int) -> str:
-            return f"tcp://{host}:{base_port + offset}"
-        endpoints = {"matcher": (at(1), at(2)), "simulator": (at(4), at(5))}
-        if events:
-            endpoints["events"] = (at(7), at(8))
-        return cls(endpoints, ctx)
+        return cls(tcp_endpoints(host, base_port, events), ctx)
 
     def close(self) -> None:
         self.raw.close()

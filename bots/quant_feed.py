@@ -2,7 +2,8 @@
 
 The feed, in short (README has the full topic table):
 - Two producers: the matcher (books, trades, market status) and the simulator (underlying prices,
-  option fair values). Each has a PUB socket (the feed) and a ROUTER (requests; use a DEALER).
+  option fair values). Each has a PUB socket (the feed) and a public ROUTER (snapshots, pings
+  and the matcher's md.* replays; use a DEALER). Both are the ones open to the outside world.
 - Every frame is [topic, msgpack array of maps]: one or more events of that topic, in seq order
   (a busy matcher sends all of a topic's events of one batch in one frame). Each map's "type"
   names the message. Events carry "seq" (per topic, gap-free from 1), "epoch" (changes when the
@@ -210,11 +211,15 @@ class QuantFeed:
             source.close()
 
 
-def tcp_endpoints(host: str, base_port: int) -> dict[str, tuple[str, str]]:
-    """Feed and request addresses at the exchange's default port offsets."""
+def tcp_endpoints(host: str, base_port: int,
+                  events: bool = False) -> dict[str, tuple[str, str]]:
+    """The public feeds and their public ROUTERs at the exchange's default port offsets."""
     def at(offset: int) -> str:
         return f"tcp://{host}:{base_port + offset}"
-    return {"matcher": (at(1), at(2)), "simulator": (at(4), at(5))}
+    endpoints = {"matcher": (at(1), at(16)), "simulator": (at(4), at(17))}
+    if events:
+        endpoints["events"] = (at(7), at(18))
+    return endpoints
 
 
 def _show(feed: QuantFeed) -> None:

@@ -1,5 +1,6 @@
 """Publishing side of a tick-driven feed (simulator, events): per-topic gap-free seqs, the
-producer's epoch, the last state per topic, and the ROUTER that serves snapshots and controls.
+producer's epoch, the last state per topic, and the ROUTERs: the private one serves snapshots
+and game-master controls, the public one (for quants) snapshots and pings only.
 
 These producers publish full state per topic rather than deltas, so the last event of every
 public topic is exactly what a late or lagging subscriber needs: the snapshot is that set.
@@ -28,6 +29,12 @@ from common.messages import (
 from common.outbox import RecordLink
 from common.service import Context, Service, Socket
 from common.transport import send_frame
+
+
+def not_public(request: Message) -> ErrorReply:
+    """The answer on a public ROUTER to a request only the exchange's own services may make."""
+    tag = type(request).__struct_config__.tag
+    return ErrorReply(message=f"{tag} is not served on the public endpoint")
 
 
 class Feed:
@@ -59,23 +66,25 @@ class Feed:
 
 
 class FeedService(Service):
-    """A Service with a public feed, a private channel and a ROUTER for requests."""
+    """A Service with a public feed, a private channel and two ROUTERs for requests."""
 
     feed: Feed
     private: Socket
-    rpc: Socket
     records: RecordLink  # its records for the database
 
     def on_stop(self) -> None:
         if hasattr(self, "records"):  # not if the start failed before it
             self.records.flush()
 
-    def open_feed(self, ctx: Context, pub: str, private: str, rpc: str) -> None:
+    def open_feed(self, ctx: Context, prefix: str) -> None:
+        """Bind `<prefix>_pub`, `_private`, `_rpc` and `_pub_rpc` (common/transport.py)."""
         self.feed = Feed(self.name, self.epoch)
-        self.pub = self.socket(ctx, pub, bind=True)
-        self.private = self.socket(ctx, private, bind=True)
-        self.rpc = self.socket(ctx, rpc, bind=True)
-        self.on_readable(self.rpc, self._serve)
+        self.pub = self.socket(ctx, f"{prefix}_pub", bind=True)
+        self.private = self.socket(ctx, f"{prefix}_private", bind=True)
+        rpc = self.socket(ctx, f"{prefix}_rpc", bind=True)
+        pub_rpc = self.socket(ctx, f"{prefix}_pub_rpc", bind=True)
+        self.on_readable(rpc, lambda: self._serve(rpc, public=False))
+        self.on_readable(pub_rpc, lambda: self._serve(pub_rpc, public=True))
 
     def last_seq(self) -> int:
         return self.feed.published
@@ -84,16 +93,20 @@ class FeedService(Service):
         """Requests beyond ping, probe and snapshot (the game-master controls)."""
         return ErrorReply(message=f"unsupported request {type(request).__name__}")
 
-    def _serve(self) -> None:
+    def _serve(self, sock: Socket, public: bool) -> None:
         while True:
             try:
-                frames = self.rpc.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             request = self.decode_as(frames[-1], Message)
-            reply = (ErrorReply(message="malformed request") if request is None
-                     else self._answer(request))
-            self.rpc.send_multipart([*frames[:-1], encode(reply)])
+            if request is None:
+                reply: Message = ErrorReply(message="malformed request")
+            elif public and not isinstance(request, (Ping, SnapshotRequest)):
+                reply = not_public(request)
+            else:
+                reply = self._answer(request)
+            sock.send_multipart([*frames[:-1], encode(reply)])
 
     def _answer(self, request: Message) -> Message:
         match request:

@@ -21,8 +21,10 @@ class Channel(NamedTuple):
     port_offset: int
 
 
-# Public feeds (*_pub) are for anyone, quants included. Private ones carry per-team and internal
-# traffic for the exchange's own services only: never expose them outside the cluster.
+# The PUBLIC channels are for anyone, quants included: the feeds and, beside each, a read-only
+# ROUTER for snapshots and market-data replays. The others carry per-team and internal traffic
+# (executions, account queries, game-master controls, commands) for the exchange's own services
+# only: never expose them outside the cluster.
 CHANNELS: dict[str, Channel] = {
     "commands": Channel("matcher", zmq.PULL, zmq.PUSH, 0),
     "matcher_pub": Channel("matcher", zmq.PUB, zmq.SUB, 1),
@@ -42,7 +44,12 @@ CHANNELS: dict[str, Channel] = {
     "sim_acks": Channel("simulator", zmq.PULL, zmq.PUSH, 13),
     "events_persist": Channel("events", zmq.PUSH, zmq.PULL, 14),
     "events_acks": Channel("events", zmq.PULL, zmq.PUSH, 15),
+    "matcher_pub_rpc": Channel("matcher", zmq.ROUTER, zmq.DEALER, 16),
+    "sim_pub_rpc": Channel("simulator", zmq.ROUTER, zmq.DEALER, 17),
+    "events_pub_rpc": Channel("events", zmq.ROUTER, zmq.DEALER, 18),
 }
+PUBLIC = ("matcher_pub", "matcher_pub_rpc", "sim_pub", "sim_pub_rpc", "events_pub",
+          "events_pub_rpc")
 
 # stream name -> (records channel, acks channel)
 PERSIST_CHANNELS = {

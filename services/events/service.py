@@ -34,7 +34,7 @@ class EventsService(FeedService):
     def on_start(self, ctx: Context) -> None:
         self.step: EventsStep = build_step(self.config, self.epoch)
         self._sim_epoch: int | None = None
-        self.open_feed(ctx, "events_pub", "events_private", "events_rpc")
+        self.open_feed(ctx, "events")
         self.records = RecordLink(self, ctx, "events")  # the event log for the database
         self.sim = self.socket(ctx, "sim_private", bind=False)
         self.sim.subscribe(topics.SIM_STATE)

@@ -3,8 +3,9 @@
 Per batch of commands: stamp each with the next seq and a strictly increasing time, apply it
 to the engine, frame it for the journal; hand the batch to the disk thread; publish its
 events, and queue its persistence records, only once the disk thread says it is durable.
-Requests on the ROUTER (snapshots, replay, read-only queries) are answered between batches by
-the same thread, so every answer is consistent with the published stream.
+Requests on the ROUTERs (snapshots, replay, read-only queries; the public one takes only
+snapshots, pings and market-data replays) are answered between batches by the same thread, so
+every answer is consistent with the published stream.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import NamedTuple
 import zmq
 
 from common import topics
+from common.feed import not_public
 from common.messages import (
     AccountQuery,
     Command,
@@ -39,7 +41,7 @@ from common.messages import (
 )
 from common.outbox import RecordLink
 from common.records import AnyRecord
-from common.service import Context, Service
+from common.service import Context, Service, Socket
 from common.transport import recv_frames, send_frame
 from services.matcher import queries
 from services.matcher.disk import DiskThread, open_disk
@@ -55,6 +57,13 @@ _NOBLOCK = int(zmq.NOBLOCK)
 # Replays too: a replay answered at once would show less than an account answered after the
 # batch in flight is published (a fresh WebSocket then counted one fill twice).
 _STATE_QUERIES = (AccountQuery, TeamQuery, SnapshotRequest, ReplayRequest)
+
+
+def _is_public(request: Message) -> bool:
+    """What a quant may ask: nothing about any team, and no command."""
+    if isinstance(request, ReplayRequest):
+        return request.topic.encode().startswith(topics.MD)
+    return isinstance(request, (Ping, SnapshotRequest))
 
 
 class _Batch(NamedTuple):
@@ -92,16 +101,18 @@ class MatcherService(Service):
         self.disk = open_disk(journal, self.dir, cfg.snapshots_kept)
         self._batch = 0
         self._waiting: deque[_Batch] = deque()  # handed to the disk thread, not yet durable
-        self._deferred: list[tuple[list[bytes], Message]] = []  # state queries held back
+        self._deferred: list[tuple[Socket, list[bytes], Message]] = []  # state queries held back
         now = time.monotonic()
         self._next_snapshot = now + cfg.snapshot_interval_s
         self._next_positions = now + self.config.db.position_snapshot_interval_s
         self.commands = self.socket(ctx, "commands", bind=True)
         self.pub = self.md = self.socket(ctx, "matcher_pub", bind=True)
         self.private = self.socket(ctx, "matcher_private", bind=True)
-        self.rpc = self.socket(ctx, "matcher_rpc", bind=True)
+        rpc = self.socket(ctx, "matcher_rpc", bind=True)
+        pub_rpc = self.socket(ctx, "matcher_pub_rpc", bind=True)
         self.on_readable(self.commands, self._drain)
-        self.on_readable(self.rpc, self._serve)
+        self.on_readable(rpc, lambda: self._serve(rpc, public=False))
+        self.on_readable(pub_rpc, lambda: self._serve(pub_rpc, public=True))
         if isinstance(self.disk, DiskThread):
             self.on_readable(self.disk.wake_fd, self._publish_durable)
 
@@ -235,31 +246,35 @@ class MatcherService(Service):
 
     # --- request/reply ---
 
-    def _serve(self) -> None:
+    def _serve(self, sock: Socket, public: bool) -> None:
         while True:
             try:
-                frames = recv_frames(self.rpc, _NOBLOCK)
+                frames = recv_frames(sock, _NOBLOCK)
             except zmq.Again:
                 return
             request = self.decode_as(frames[-1], Message)
-            if isinstance(request, _STATE_QUERIES) and self._waiting:
-                self._defer(frames, request)
+            if request is None:
+                reply: Message = ErrorReply(message="malformed request")
+            elif public and not _is_public(request):
+                reply = not_public(request)
+            elif isinstance(request, _STATE_QUERIES) and self._waiting:
+                self._defer(sock, frames, request)
                 continue
-            reply = self._answer(request) if request is not None else ErrorReply(
-                message="malformed request")
-            self.rpc.send_multipart([*frames[:-1], encode(reply)])
+            else:
+                reply = self._answer(request)
+            sock.send_multipart([*frames[:-1], encode(reply)])
 
-    def _defer(self, frames: list[bytes], request: Message) -> None:
+    def _defer(self, sock: Socket, frames: list[bytes], request: Message) -> None:
         """A state query waits until everything applied is durable and published, so an answer
         never shows what the stream has not (and a crash could not undo it). Intake pauses
         meanwhile: at most one fsync."""
         if not self._deferred:
             self.pause_reading(self.commands)
-        self._deferred.append((frames, request))
+        self._deferred.append((sock, frames, request))
 
     def _answer_deferred(self) -> None:
-        for frames, request in self._deferred:
-            self.rpc.send_multipart([*frames[:-1], encode(self._answer(request))])
+        for sock, frames, request in self._deferred:
+            sock.send_multipart([*frames[:-1], encode(self._answer(request))])
         self._deferred.clear()
         self.resume_reading(self.commands)
 

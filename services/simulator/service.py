@@ -60,7 +60,7 @@ class SimulatorService(FeedService):
             # no waiting for the next news schedule: the events service that sent the last one
             # may have sent the next to the simulator that stopped (shocks held still apply)
             self.step.release()
-        self.open_feed(ctx, "sim_pub", "sim_private", "sim_rpc")
+        self.open_feed(ctx, "sim")
         self.records = RecordLink(self, ctx, "simulator")  # price history for the database
         self.commands = self.socket(ctx, "commands", bind=False)
         self.shocks = self.socket(ctx, "events_private", bind=False)

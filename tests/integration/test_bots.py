@@ -202,7 +202,7 @@ async def until(condition: Any, timeout: float = 10.0) -> None:
 
 def test_market_feed_client_follows_books_prices_and_fair_values(game: Game) -> None:
     config = game.config
-    feed = MarketFeed({name: (address(config, f"{ch}_pub"), address(config, f"{ch}_rpc"))
+    feed = MarketFeed({name: (address(config, f"{ch}_pub"), address(config, f"{ch}_pub_rpc"))
                        for name, ch in (("matcher", "matcher"), ("simulator", "sim"),
                                         ("events", "events"))}, ctx=game.cluster.ctx)
     client = Client(game.url)

@@ -17,7 +17,7 @@ import yaml
 from supervisor.options import ServerOptions
 
 from common.config import SERVICES, Config, load_config
-from common.transport import CHANNELS, address
+from common.transport import CHANNELS, PUBLIC, address
 from services.cli import main
 from services.supervisor import REPO, TEMPLATE, render
 
@@ -166,7 +166,7 @@ def test_the_same_bus_addresses(compose: dict[str, Any], programs: dict[str, Any
         assert len(ipc) == 1 and ipc.pop().startswith("ipc:///"), channel  # one path for all
     published = {int(p.split(":")[-1]): n for n, s in apps.items() for p in s.get("ports", ())}
     public = {base.bus.tcp_base_port + CHANNELS[c].port_offset: CHANNELS[c].owner
-              for c in ("matcher_pub", "sim_pub", "events_pub")}
+              for c in PUBLIC}
     gateway = containers["gateway"].gateway
     assert published == {**public, gateway.port: "gateway"}  # never a private channel
     assert gateway.host == "0.0.0.0" and gateway.port == processes["gateway"].gateway.port

@@ -3,6 +3,8 @@ the publishers' state (books, last trades, status, underlyings, fair values, and
 
 from __future__ import annotations
 
+import random
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,17 +18,31 @@ from bots.feed import MarketFeed
 from bots.quant_feed import QuantFeed, book_levels, content
 from common.config import Config
 from common.game_master import GameMaster
-from common.messages import encode
-from common.transport import address
+from common.messages import (
+    AccountQuery,
+    ForceRegime,
+    InjectNews,
+    Message,
+    Ping,
+    Probe,
+    ReplayRequest,
+    SetPhase,
+    SetSpeed,
+    SnapshotRequest,
+    TeamQuery,
+    encode,
+)
+from common.transport import CHANNELS, address
 from services.launcher import Cluster
 from services.matcher.service import MatcherService
 from services.simulator.service import SimulatorService
 from tests.conftest import make_config
 
 
-def market_config(data_dir: Path, speed: float = 100.0, **extra: Any) -> Config:
+def market_config(data_dir: Path, speed: float = 100.0, bus: dict[str, Any] | None = None,
+                  **extra: Any) -> Config:
     return make_config(
-        data_dir, bus={"heartbeat_s": 0.05}, matcher={"fsync": False},
+        data_dir, bus={"heartbeat_s": 0.05, **(bus or {})}, matcher={"fsync": False},
         simulator={"speed": speed, "mark_every_ticks": 1, "retail_order_ttl_s": 30.0},
         events={"news_mean_gap_s": 60.0, "news_min_gap_s": 20.0}, **extra)
 
@@ -38,8 +54,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def endpoints(config: Config) -> dict[str, tuple[str, str]]:
-    return {"matcher": (address(config, "matcher_pub"), address(config, "matcher_rpc")),
-            "simulator": (address(config, "sim_pub"), address(config, "sim_rpc"))}
+    """The public channels only: what a quant outside the cluster can reach."""
+    return {"matcher": (address(config, "matcher_pub"), address(config, "matcher_pub_rpc")),
+            "simulator": (address(config, "sim_pub"), address(config, "sim_pub_rpc"))}
 
 
 def poll_until(feeds: list[QuantFeed], done: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -125,7 +142,7 @@ def test_feed_frames_are_plain_msgpack_and_snapshots_answer_plain_requests(
 ) -> None:
     config = cluster.config
     rpc = cluster.ctx.socket(zmq.DEALER)
-    rpc.connect(address(config, "sim_rpc"))
+    rpc.connect(address(config, "sim_pub_rpc"))
     rpc.send(msgpack.packb({"type": "snapshot_request"}))
     assert rpc.poll(5000)
     snap = msgpack.unpackb(rpc.recv())
@@ -143,7 +160,7 @@ def test_feed_frames_are_plain_msgpack_and_snapshots_answer_plain_requests(
 def test_market_feed_gives_the_indicators_price_in_dollars(cluster: Cluster) -> None:
     """It gave the tick count (440011) next to moving averages in dollars (4400.11)."""
     feed = MarketFeed(endpoints(cluster.config) | {"events": (
-        address(cluster.config, "events_pub"), address(cluster.config, "events_rpc"))},
+        address(cluster.config, "events_pub"), address(cluster.config, "events_pub_rpc"))},
         cluster.ctx)
     try:
         assert feed.wait_synced(10)
@@ -160,3 +177,86 @@ def test_market_feed_gives_the_indicators_price_in_dollars(cluster: Cluster) -> 
         assert spot is not None and abs(signal["price"] - spot) < 0.05 * spot
     finally:
         feed.close()
+
+
+def ask(sock: zmq.Socket[bytes], request: Message) -> dict[str, Any]:
+    sock.send(encode(request))
+    assert sock.poll(5000), f"no answer to {request!r}"
+    answer: dict[str, Any] = msgpack.unpackb(sock.recv())
+    return answer
+
+
+def test_the_public_routers_serve_market_data_and_nothing_about_teams(cluster: Cluster) -> None:
+    """What a quant can reach answers snapshots, pings and md.* replays; account and team
+    queries, private replays, probes, controls and commands get an error and change nothing."""
+    sockets = {}
+    for name in ("matcher_rpc", "matcher_pub_rpc", "sim_pub_rpc", "events_pub_rpc"):
+        sockets[name] = cluster.ctx.socket(zmq.DEALER)
+        sockets[name].connect(address(cluster.config, name))
+    private, public = sockets["matcher_rpc"], sockets["matcher_pub_rpc"]
+    try:
+        deadline = time.monotonic() + 15
+        while not ask(private, ReplayRequest(topic="exec.HOUSE", from_seq=1))["payloads"]:
+            assert time.monotonic() < deadline, "the house team never traded"
+            time.sleep(0.05)
+        assert ask(private, AccountQuery(team_id="HOUSE"))["found"]  # the private one does
+        secrets = [AccountQuery(team_id="HOUSE"), TeamQuery(team_id="HOUSE"),
+                   ReplayRequest(topic="exec.HOUSE", from_seq=1),
+                   ReplayRequest(topic="resp.gw", from_seq=1), Probe(gw="gw"),
+                   SetPhase(phase="closed")]
+        for request in secrets:
+            answer = ask(public, request)
+            assert answer["type"] == "error_reply", (request, answer)
+            assert "not served on the public endpoint" in answer["message"]
+        assert ask(public, SnapshotRequest())["type"] == "market_snapshot"
+        assert ask(public, Ping())["type"] == "pong"
+        assert ask(public, SnapshotRequest())["status"]["phase"] == "continuous"
+        seqs = ask(public, SnapshotRequest())["seqs"]
+        book = next(t for t, n in seqs.items() if t.startswith("md.book.") and n > 0)
+        replay = ask(public, ReplayRequest(topic=book, from_seq=1))
+        assert replay["type"] == "replay_reply" and len(replay["payloads"]) >= seqs[book]
+        for name, control in (("sim_pub_rpc", SetSpeed(speed=0.0)),
+                              ("sim_pub_rpc", ForceRegime(regime="high")),
+                              ("events_pub_rpc", InjectNews(headline="Public injection")),
+                              ("events_pub_rpc", Probe(gw="gw"))):
+            answer = ask(sockets[name], control)
+            assert answer["type"] == "error_reply", (name, answer)
+            assert ask(sockets[name], SnapshotRequest())["type"] == "feed_snapshot"
+        sim = cluster.services["simulator"]
+        assert isinstance(sim, SimulatorService) and sim.clock.speed == 100.0
+    finally:
+        for sock in sockets.values():
+            sock.close(linger=0)
+
+
+def free_base_port() -> int:
+    """A tcp_base_port whose every channel port is free on this host now."""
+    rng = random.Random()
+    while True:
+        base, taken = rng.randrange(20_000, 60_000), []
+        try:
+            for channel in CHANNELS.values():
+                sock = socket.socket()
+                taken.append(sock)
+                sock.bind(("127.0.0.1", base + channel.port_offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in taken:
+                sock.close()
+
+
+def test_a_quant_outside_syncs_over_tcp_at_the_default_offsets(tmp_path: Path) -> None:
+    """MarketFeed.tcp, as a quant would run it against the published ports."""
+    base = free_base_port()
+    config = market_config(tmp_path / "data", bus={"transport": "tcp", "tcp_base_port": base})
+    with Cluster(config, ["matcher", "simulator", "events"]) as cluster:
+        feed = MarketFeed.tcp("127.0.0.1", base, ctx=cluster.ctx)
+        try:
+            assert feed.wait_synced(10)
+            assert feed.underlying("SPX") is not None
+            assert {s.name: s.synced for s in feed.raw.sources} == {
+                "matcher": True, "simulator": True, "events": True}
+        finally:
+            feed.close()
