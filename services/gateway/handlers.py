@@ -139,9 +139,10 @@ async def place(gw: Gateway, me: TeamInfo, req: OrderRequest) -> Body:
     role = gw.config.game.roles.get(me.role)
     ticks = _check(gw, role, req, order_type)
     if isinstance(ticks, tuple):
-        return failure(rid, *ticks)
+        return _refused_here(gw, me, req, ticks)
     if role and (over := gw.limiter.admit(me.team_id, role.max_orders_per_s)) is not None:
-        return failure(rid, "RATE_LIMIT_EXCEEDED", "Order rate limit exceeded", over)
+        return _refused_here(gw, me, req, (
+            "RATE_LIMIT_EXCEEDED", "Order rate limit exceeded", over))
     answer = await ask(gw, NewOrder(
         team_id=me.team_id, instrument_id=req.instrument_id, side=req.side,
         quantity=req.quantity, order_type=order_type, price=ticks,
@@ -153,6 +154,18 @@ async def place(gw: Gateway, me: TeamInfo, req: OrderRequest) -> Body:
         return refused(rid, answer)
     gw.mirror.tell(answer.ts_ns)
     return envelope(rid, order_id=answer.order_id, data=views.order_result(answer.result))
+
+
+def _refused_here(gw: Gateway, me: TeamInfo, req: OrderRequest,
+                  reject: tuple[str, str, Body]) -> Body:
+    """The answer, and the `new_order_reject` the team's WebSocket gets for every refused order
+    (API.md), as the matcher's rejects do."""
+    code, message, details = reject
+    gw.hub.local_reject(me.team_id, {
+        "order_id": None, "client_order_id": req.client_order_id or None,
+        "instrument_id": req.instrument_id, "status": "rejected", "reason": message,
+        "error_code": code, "details": details})
+    return failure(req.request_id, code, message, details)
 
 
 async def cancel(gw: Gateway, me: TeamInfo, order_id: str) -> Body:

@@ -108,6 +108,14 @@ class Hub:
         ):
             self._slow(conn)
 
+    def local_reject(self, team_id: str, data: dict[str, Any]) -> None:
+        """An order this gateway refused before the matcher saw it: to the team's stream here,
+        if it has one. Like public messages it has no private seq, so `?since=N` cannot
+        replay it (the HTTP answer carried the same reject)."""
+        conn = self.live.get(team_id)
+        if conn is not None and not conn.put(item("new_order_reject", data)):
+            self._slow(conn)
+
     def _slow(self, conn: Connection) -> None:
         """Drop a client that cannot keep up; nobody else waits for it."""
         self.counters["slow_consumers"] += 1

@@ -119,7 +119,17 @@ def test_gateway_side_rate_limit_stops_orders_before_the_matcher(tmp_path: Path)
         third = team.cancel(oid)  # cancels count against the request rate, not the order rate
         assert third["success"]
         assert stream.private("cancel_ack", oid)
-        assert all(m["type"] != "new_order_reject" for m in stream.seen)  # matcher never saw it
+        reject = stream.private("new_order_reject")  # made by the gateway: the matcher never saw
+        assert reject["data"] == {  # the order, but the team's stream still hears of it
+            "order_id": None, "client_order_id": None, "instrument_id": "SPX_4500_CALL",
+            "status": "rejected", "reason": "Order rate limit exceeded",
+            "error_code": "RATE_LIMIT_EXCEEDED", "details": second["error"]["details"]}
+        bad = team.order("sideways", 1, 1.00, client_order_id="c-9")
+        assert bad["error"]["code"] == "INVALID_SIDE"
+        invalid = stream.until(lambda m: m["type"] == "new_order_reject"
+                               and m["data"]["client_order_id"] == "c-9")
+        assert (invalid["data"]["error_code"], invalid["data"]["details"]) == (
+            "INVALID_SIDE", {"side": "sideways"})
         stream.close()
 
 
