@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
@@ -105,15 +105,28 @@ class Api:
         self.gw = gw
         self.limit = gw.settings.max_body_bytes
 
-    async def caller(self, key: str | None) -> TeamInfo | Response:
+    async def identify(self, key: str | None) -> TeamInfo | tuple[int, str]:
+        """The key's team, or the HTTP status and detail to refuse it with."""
         key = key.strip(" \t") if key else key  # optional whitespace, not part of the value
         if not key:
-            return _detail(401, MISSING_KEY)
+            return 401, MISSING_KEY
         try:
             team = await self.gw.authenticate(key)
         except (BusTimeout, BusUnavailable):
-            return _detail(503, "The exchange is unavailable; retry")
-        return team if team is not None else _detail(401, INVALID_KEY)
+            return 503, "The exchange is unavailable; retry"
+        return team if team is not None else (401, INVALID_KEY)
+
+    async def caller(self, key: str | None) -> TeamInfo | Response:
+        me = await self.identify(key)
+        return _detail(*me) if isinstance(me, tuple) else me
+
+    async def key_owner(self, request: Request) -> TeamInfo:
+        """As a dependency of a route with query parameters: FastAPI runs it before it checks
+        them, so a bad key is refused first whatever else is wrong (API.md: auth first)."""
+        me = await self.identify(request.headers.get("x-api-key"))
+        if isinstance(me, tuple):
+            raise HTTPException(*me)
+        return me
 
     async def body(self, request: Request, model: type[schemas._Request]) -> Any:
         raw = await _read(request, self.limit)
@@ -129,6 +142,11 @@ class Api:
         me = await self.caller(request.headers.get("x-api-key"))
         if isinstance(me, Response):
             return me
+        return await self.admitted(me, then)
+
+    async def admitted(self, me: TeamInfo,
+                       then: Callable[[TeamInfo], Awaitable[handlers.Body]]) -> Response:
+        """`then`, within the team's request rate."""
         gw = self.gw
         if (over := gw.requests.admit(me.team_id, gw.settings.max_requests_per_s)) is not None:
             return _json(handlers.failure(None, "RATE_LIMIT_EXCEEDED",

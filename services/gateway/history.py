@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -153,11 +153,13 @@ Instrument = Annotated[str, Query(min_length=1, max_length=64)]
 def install(app: FastAPI, api: Any, history: History) -> None:
     """Routes under /history (your own team, behind your key) and /market (public data,
     still behind a key like every endpoint but registration and health)."""
+    caller = Depends(api.key_owner)  # FastAPI runs it before it checks the query: 401 first
 
     def own(path: str, key: str, shape: Callable[..., Any], statement: Any, what: str) -> None:
         @app.get(path, summary=what, openapi_extra=SECURED, responses=RESPONSES)
-        async def route(request: Request, since: Since = None, until: Since = None,
-                        limit: Limit = 100, request_id: RequestId = None) -> Any:
+        async def route(request: Request, me: TeamInfo = caller, since: Since = None,
+                        until: Since = None, limit: Limit = 100,
+                        request_id: RequestId = None) -> Any:
             if bad := _malformed(request, OWN_PARAMS):
                 return bad
             window = _window(since, until, limit)
@@ -165,7 +167,7 @@ def install(app: FastAPI, api: Any, history: History) -> None:
             async def then(me: TeamInfo) -> handlers.Body:
                 return await _answer(history, request_id, window, key, shape, statement,
                                      team=me.team_id)
-            return await api.authed(request, then)
+            return await api.admitted(me, then)
 
     own("/history/trades", "trades", _trade, OWN_TRADES, "Your trades (side and fee are yours)")
     own("/history/orders", "orders", _order, OWN_ORDERS, "Your orders and their final states")
@@ -173,9 +175,9 @@ def install(app: FastAPI, api: Any, history: History) -> None:
 
     @app.get("/market/trades", summary="Public trades of an instrument", openapi_extra=SECURED,
              responses=RESPONSES)
-    async def market_trades(request: Request, instrument_id: Instrument, since: Since = None,
-                            until: Since = None, limit: Limit = 100,
-                            request_id: RequestId = None) -> Any:
+    async def market_trades(request: Request, instrument_id: Instrument,
+                            me: TeamInfo = caller, since: Since = None, until: Since = None,
+                            limit: Limit = 100, request_id: RequestId = None) -> Any:
         if bad := _malformed(request, MARKET_PARAMS):
             return bad
         window = _window(since, until, limit)
@@ -183,11 +185,11 @@ def install(app: FastAPI, api: Any, history: History) -> None:
         async def then(_me: TeamInfo) -> handlers.Body:
             return await _answer(history, request_id, window, "trades", _trade, PUBLIC_TRADES,
                                  instrument=instrument_id)
-        return await api.authed(request, then)
+        return await api.admitted(me, then)
 
     @app.get("/market/prices", summary="Underlying prices or option fair values over time",
              openapi_extra=SECURED, responses=RESPONSES)
-    async def market_prices(request: Request, instrument_id: Instrument,
+    async def market_prices(request: Request, instrument_id: Instrument, me: TeamInfo = caller,
                             kind: Literal["underlying", "fair_value"] = "underlying",
                             since: Since = None, until: Since = None, limit: Limit = 100,
                             request_id: RequestId = None) -> Any:
@@ -198,4 +200,4 @@ def install(app: FastAPI, api: Any, history: History) -> None:
         async def then(_me: TeamInfo) -> handlers.Body:
             return await _answer(history, request_id, window, "prices", _price, PRICES,
                                  instrument=instrument_id, kind=kind)
-        return await api.authed(request, then)
+        return await api.admitted(me, then)
