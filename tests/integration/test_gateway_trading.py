@@ -221,6 +221,14 @@ def test_registration_rules(exchange: Exchange) -> None:
     assert register({"team_name": "z" * 51, "role": "retail"}).status_code == 422
     assert register({"team_name": "nul\u0000name", "role": "retail"}).status_code == 422
     assert register({"team_name": "ok", "role": 3}).status_code == 422
+    # names that look like a taken one are the same name: spaces, full-width letters, case
+    for lookalike in ("Unique Team ", " UNIQUE TEAM", "\uff35nique Team"):
+        assert error(register({"team_name": lookalike, "role": "retail"}).json()) == (
+            "DUPLICATE_TEAM_NAME"), lookalike
+    for invisible in ("Unique\u200bTeam", "Unique\u2028Team", "\u00ad", "   "):
+        assert register({"team_name": invisible, "role": "retail"}).status_code == 422
+    trimmed = register({"team_name": "  \uff2d\uff2d\uff11 ", "role": "retail"}).json()
+    assert trimmed["data"]["team_name"] == "MM1"
     echoed = register({"team_name": "Echo", "role": "retail", "request_id": "mine-1"}).json()
     assert echoed["success"] and echoed["request_id"] == "mine-1"
     again = register({"team_name": "echo", "role": "retail", "request_id": "mine-2"}).json()
