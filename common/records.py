@@ -104,10 +104,13 @@ AnyRecord = (
 
 
 class RecordBatch(msgspec.Struct, tag_field="type", tag="rec_batch", kw_only=True):
-    """Records of one stream, in seq order; acked as a whole once committed."""
+    """Records of one stream, in seq order; acked as a whole once committed. `origin`, when
+    set, names the producer's run (the matcher's data dir): a database holding the stream
+    of another origin refuses the batch rather than skip its rows as already stored."""
 
     stream: str
     records: list[AnyRecord]
+    origin: str = ""
 
 
 class BatchAck(msgspec.Struct, tag_field="type", tag="rec_batch_ack", kw_only=True):

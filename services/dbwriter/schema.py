@@ -34,7 +34,7 @@ from sqlalchemy.types import TypeEngine
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: dead_letters
+SCHEMA_VERSION = 3  # 2: dead_letters; 3: stream_origins
 ORDER_STATUSES = ("new", "partially_filled", "filled", "cancelled", "rejected")
 _SCHEMA_LOCK_KEY = 0x17C0DB  # advisory lock serialising create_schema across writers
 
@@ -183,7 +183,17 @@ dead_letters = Table(
     Column("record", Text, nullable=False),  # msgspec JSON of the record
     PrimaryKeyConstraint("stream", "seq"),
 )
-MIGRATIONS = {1: (dead_letters,)}  # version -> tables its successor adds
+# Which run of a producer a stream belongs to (the matcher's data dir names its own): its
+# records are numbered from 1 again by a matcher with a new data dir, and its ids (TEAM_001,
+# ORD_..., trades) start over too, so rows of a new game would be skipped as already stored.
+stream_origins = Table(
+    "stream_origins",
+    metadata,
+    Column("stream", Text, primary_key=True),
+    Column("origin", Text, nullable=False),
+    Column("claimed_ns", BigInteger, nullable=False),
+)
+MIGRATIONS = {1: (dead_letters,), 2: (stream_origins,)}  # version -> tables its successor adds
 
 
 class SchemaVersionError(RuntimeError):

@@ -11,7 +11,7 @@ import zmq
 from common.records import BatchAck, RecordBatch, decode_frame, encode_frame
 from common.service import Context, Service, Socket
 from common.transport import PERSIST_CHANNELS, recv_frames, send_frame
-from services.dbwriter.store import PERMANENT, Store
+from services.dbwriter.store import PERMANENT, ForeignStream, Store
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class DbWriterService(Service):
     def on_start(self, ctx: Context) -> None:
         self.config.data_path.mkdir(parents=True, exist_ok=True)  # where SQLite lives by default
         self.store = Store(self.config.db_url)
+        self._foreign: set[tuple[str, str]] = set()  # (stream, origin) refused and logged
         self._acks: dict[str, Socket] = {}
         for stream, (records, acks) in PERSIST_CHANNELS.items():
             inbox = self.socket(ctx, records, bind=False)
@@ -64,6 +65,12 @@ class DbWriterService(Service):
                 self.store.write(batch)
             except PERMANENT as exc:
                 self.counters["dead_letters"] += self.store.salvage(batch, exc)
+        except ForeignStream as exc:
+            self.counters["foreign_batches"] += 1
+            if (batch.stream, batch.origin) not in self._foreign:  # once, not per re-send
+                self._foreign.add((batch.stream, batch.origin))
+                log.error("dbwriter: refusing %s: %s", batch.stream, exc)
+            return False
         except Exception as exc:
             self.counters["write_errors"] += 1
             log.warning("dbwriter: batch of %s not stored (%s); the producer will re-send",

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from common.records import AnyRecord, RecordBatch
@@ -26,7 +26,7 @@ from services.dbwriter.bulk import bulk_writer
 from services.dbwriter.engine import READ_ONLY, make_engine
 from services.dbwriter.positions import TeamPositions, apply_trades
 from services.dbwriter.rows import group_rows
-from services.dbwriter.schema import create_schema, dead_letters
+from services.dbwriter.schema import create_schema, dead_letters, stream_origins
 from services.dbwriter.sql import advance_progress, dialect_insert
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,12 @@ PERMANENT = (DataError, IntegrityError, OverflowError, ValueError, TypeError)
 _INT64_END = 2**63
 
 
+class ForeignStream(RuntimeError):
+    """The database holds this stream from another run of its producer (a matcher started on
+    a new data dir against the database of an earlier game). Storing nothing is the only safe
+    answer: the batch's rows would be skipped as already stored, or mixed into that game."""
+
+
 class Store:
     """Owns its engine, so every pooled connection is set up for the bulk path."""
 
@@ -44,6 +50,7 @@ class Store:
         self._engine = make_engine(url)
         self._bulk = bulk_writer(self._engine)
         self._reader = self._engine.execution_options(**_read_options(self._engine))
+        self._origins: dict[str, str] = {}  # stream -> origin this writer has seen it hold
         if create:
             try:
                 create_schema(self._engine)
@@ -63,9 +70,14 @@ class Store:
         groups = group_rows(batch.records)
         top = max(rec.seq for rec in batch.records)
         dialect = self._engine.dialect.name
+        claim = batch.origin and self._origins.get(batch.stream) != batch.origin
         with self._engine.begin() as conn:
+            if claim:
+                _claim(conn, batch.stream, batch.origin)
             self._bulk.write(conn, batch.stream, groups)
             done: int = conn.execute(advance_progress(dialect, batch.stream, top)).scalar_one()
+        if claim:
+            self._origins[batch.stream] = batch.origin
         log.debug("stored %d records of %s up to seq %d", len(batch.records), batch.stream, top)
         return done
 
@@ -80,7 +92,7 @@ class Store:
         mid = len(batch.records) // 2
         buried = 0
         for records in (batch.records[:mid], batch.records[mid:]):
-            half = RecordBatch(stream=batch.stream, records=records)
+            half = RecordBatch(stream=batch.stream, records=records, origin=batch.origin)
             try:
                 self.write(half)
             except PERMANENT as failed:
@@ -131,6 +143,19 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _claim(conn: Connection, stream: str, origin: str) -> None:
+    """The first origin to write a stream holds it; any other raises ForeignStream."""
+    row = {"stream": stream, "origin": origin, "claimed_ns": time.time_ns()}
+    insert = dialect_insert(conn.dialect.name, stream_origins).values(row)
+    conn.execute(insert.on_conflict_do_nothing())
+    held = conn.execute(select(stream_origins.c.origin).where(
+        stream_origins.c.stream == stream)).scalar_one()
+    if held != origin:
+        raise ForeignStream(
+            f"this database holds stream {stream!r} of another run ({held}), not this one's "
+            f"({origin}): a matcher on a new data dir needs a new database, or its old data dir")
 
 
 def _read_options(engine: Engine) -> dict[str, Any]:

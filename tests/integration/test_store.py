@@ -31,7 +31,7 @@ from common.records import (
 from services.dbwriter import schema
 from services.dbwriter.positions import TeamPositions
 from services.dbwriter.schema import SchemaVersionError
-from services.dbwriter.store import PERMANENT, Store
+from services.dbwriter.store import PERMANENT, ForeignStream, Store
 
 STREAM = "matcher"
 CALL = "SPX_4500_CALL"
@@ -264,20 +264,44 @@ def test_records_refused_for_good_go_to_dead_letters_and_the_rest_is_stored(
     assert count(store, schema.trades) == 13 - len(buried)
 
 
-def test_a_version_1_database_gains_dead_letters(open_store: OpenStore, url: str) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_database_gains_the_tables_it_lacks(open_store: OpenStore, url: str,
+                                                      version: int) -> None:
     store = open_store()
     store.write(batch([trade(1)]))
-    with store.engine.begin() as conn:  # as version 1 left it
-        schema.dead_letters.drop(conn)
+    with store.engine.begin() as conn:  # as that version left it
+        for since in range(version, schema.SCHEMA_VERSION):
+            for table in schema.MIGRATIONS[since]:
+                table.drop(conn)
         conn.execute(schema.schema_version.delete())
-        conn.execute(insert(schema.schema_version).values(version=1, applied_ns=0))
+        conn.execute(insert(schema.schema_version).values(version=version, applied_ns=0))
     upgraded = open_store()
-    assert count(upgraded, schema.dead_letters) == 0
+    assert count(upgraded, schema.dead_letters) == count(upgraded, schema.stream_origins) == 0
     with upgraded.engine.connect() as conn:
         versions = conn.execute(select(schema.schema_version.c.version)).scalars().all()
-    assert sorted(versions) == [1, 2]
+    assert sorted(versions) == [version, schema.SCHEMA_VERSION] == [version, 3]
     assert upgraded.last_seq(STREAM) == 1 and count(upgraded, schema.trades) == 1
-    open_store()  # and a later start finds version 2 as it is
+    open_store()  # and a later start finds the new version as it is
+
+
+def test_a_stream_of_another_origin_is_refused_whole(open_store: OpenStore) -> None:
+    """A matcher on a new data dir numbers records, teams and orders from 1 again: against
+    the old game's database its rows would be skipped as stored. The database refuses them."""
+    first, second = open_store(), open_store()
+    assert first.write(RecordBatch(stream=STREAM, records=[team(1, "TEAM_001"), trade(2)],
+                                   origin="game-a")) == 2
+    assert first.write(RecordBatch(stream=STREAM, records=[trade(3)], origin="game-a")) == 3
+    newcomer = RecordBatch(stream=STREAM, records=[team(1, "TEAM_001"), trade(2, price=1)],
+                           origin="game-b")
+    for store in (first, second):  # the writer that saw game-a, and one that did not
+        with pytest.raises(ForeignStream, match="game-a"):
+            store.write(newcomer)
+    assert seqs(second, schema.trades) == [2, 3] and second.last_seq(STREAM) == 3
+    assert second.write(RecordBatch(stream=STREAM, records=[trade(4)], origin="game-a")) == 4
+    assert second.write(batch([trade(5)])) == 5  # no origin (older producers): not checked
+    with second.engine.connect() as conn:
+        held = conn.execute(select(schema.stream_origins.c.origin)).scalars().all()
+    assert held == ["game-a"]
 
 
 def test_a_record_from_another_stream_is_refused(open_store: OpenStore) -> None:
