@@ -44,8 +44,9 @@ class Outbox:
     as record objects, every full collection walked them all, and the matcher ran 25% slower
     with 1.5 million waiting."""
 
-    def __init__(self, stream: str, config: DbConfig) -> None:
+    def __init__(self, stream: str, config: DbConfig, origin: str = "") -> None:
         self.stream = stream
+        self.origin = origin
         self._max_rows = config.batch_max_rows
         self._max_wait = config.batch_max_ms / 1000
         self._resend_after = config.resend_after_s
@@ -100,7 +101,8 @@ class Outbox:
         self._open = records[end:]
 
     def _close(self, records: list[AnyRecord]) -> None:
-        frame = encode_frame(RecordBatch(stream=self.stream, records=records))
+        frame = encode_frame(RecordBatch(stream=self.stream, records=records,
+                                         origin=self.origin))
         self._unsent[records[-1].seq] = (len(records), frame)
 
     def taken(self, top: int, now: float) -> None:
@@ -148,9 +150,9 @@ class RecordLink:
     """A producer's end of the persistence channels: its outbox, the PUSH of batches to the DB
     writers and the PULL of their acknowledgements. Used by every producer the same way."""
 
-    def __init__(self, service: Service, ctx: Context, stream: str) -> None:
+    def __init__(self, service: Service, ctx: Context, stream: str, origin: str = "") -> None:
         records, acks = PERSIST_CHANNELS[stream]
-        self.outbox = Outbox(stream, service.config.db)
+        self.outbox = Outbox(stream, service.config.db, origin)
         self._out = service.socket(ctx, records, bind=True)
         self._acks = service.socket(ctx, acks, bind=True)
         self._service = service

@@ -43,6 +43,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_durably(path: Path, data: bytes) -> None:
+    """Whole or not at all, and durable on return: temp file, fsync, rename, fsync the dir."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 class JournalWriter:
     """Writes straight to the file descriptor: a failed batch is cut back off the file, where a
     buffered file would keep its unwritten half and write it again when closed."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import time
 from collections import deque
 from pathlib import Path
@@ -46,7 +47,13 @@ from common.transport import recv_frames, send_frame
 from services.matcher import queries
 from services.matcher.disk import DiskThread, open_disk
 from services.matcher.engine import Engine, Out
-from services.matcher.journal import JournalWriter, read_journal, record_bytes, repair_tail
+from services.matcher.journal import (
+    JournalWriter,
+    read_journal,
+    record_bytes,
+    repair_tail,
+    write_durably,
+)
 from services.matcher.replay import ReplayRings
 from services.matcher.snapshots import load_latest_snapshot, remove_partial_snapshots
 from services.matcher.state import decode_state, restore, snapshot_bytes
@@ -86,6 +93,18 @@ def _lock(directory: Path) -> int:
     return fd
 
 
+def _origin(directory: Path) -> str:
+    """This data dir's name for its record stream, made at its first start. A matcher on a
+    new data dir numbers its records from 1 again; the database, holding the stream of one
+    origin only, then refuses them loudly instead of skipping them as already stored."""
+    path = directory / "origin"
+    if path.exists():
+        return path.read_text().strip()
+    origin = secrets.token_hex(8)
+    write_durably(path, origin.encode())
+    return origin
+
+
 class MatcherService(Service):
     name = "matcher"
 
@@ -94,7 +113,7 @@ class MatcherService(Service):
         self.dir = Path(self.config.data_dir) / "matcher"
         self._lock = _lock(self.dir)
         self.rings = ReplayRings(cfg.replay_ring, cfg.md_replay_ring)
-        self.records = RecordLink(self, ctx, "matcher")
+        self.records = RecordLink(self, ctx, "matcher", _origin(self.dir))
         self.outbox = self.records.outbox
         self.engine = self._recover()
         journal = JournalWriter(self.dir, self.engine.last_seq + 1, fsync=cfg.fsync)

@@ -7,12 +7,11 @@ previous one (whose journal segments are still there).
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import zlib
 from pathlib import Path
 
-from services.matcher.journal import fsync_dir
+from services.matcher.journal import write_durably
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +25,7 @@ def _snapshots(directory: Path) -> list[Path]:
 def write_snapshot(directory: Path, seq: int, payload: bytes, keep: int = 2) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"snapshot-{seq:020d}.bin"
-    tmp = final.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(_CRC.pack(zlib.crc32(payload)))
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    fsync_dir(directory)
+    write_durably(final, _CRC.pack(zlib.crc32(payload)) + payload)
     for old in _snapshots(directory)[:-keep]:
         old.unlink()
     return final

@@ -38,10 +38,11 @@ def random_order(rng: random.Random, teams: list[str]) -> NewOrder:
                     price=rng.randint(995, 1005))
 
 
-def register(client: MatcherClient, n: int) -> list[str]:
+def register(client: MatcherClient, n: int, prefix: str = "t") -> list[str]:
     teams = []
     for i in range(n):
-        r = client.request(RegisterTeam(team_name=f"t{i}", role="fast", key_hash=f"k{i}"))
+        r = client.request(RegisterTeam(team_name=f"{prefix}{i}", role="fast",
+                                        key_hash=f"{prefix}k{i}"))
         teams.append(r.result.team_id)  # type: ignore[union-attr]
     return teams
 
@@ -59,12 +60,12 @@ def send_orders(client: MatcherClient, orders: list[NewOrder], timeout: float = 
     return accepted
 
 
-def trade(cluster: Cluster, teams: int, orders: int, seed: int) -> int:
+def trade(cluster: Cluster, teams: int, orders: int, seed: int, prefix: str = "t") -> int:
     """Register `teams` and send `orders` random orders; returns how many were accepted."""
     client = MatcherClient(cluster.config, cluster.ctx)
     try:
         client.wait_ready()
-        ids = register(client, teams)
+        ids = register(client, teams, prefix)
         rng = random.Random(seed)
         return send_orders(client, [random_order(rng, ids) for _ in range(orders)])
     finally:
@@ -176,6 +177,33 @@ def test_house_teams_reach_the_db_when_a_snapshot_comes_before_any_command(
     with Store(url) as store, store.engine.connect() as conn:
         stored = {r[0] for r in conn.exec_driver_sql("select team_id from teams")}
     assert stored == house and house
+
+
+def test_a_matcher_on_a_new_data_dir_is_refused_by_the_old_games_database(
+        tmp_path: Path) -> None:
+    """Its records, teams and orders are numbered from 1 again: skipped as already stored,
+    the new game would vanish from the database without a word. They are refused and kept."""
+    url = f"sqlite:///{tmp_path}/itg.db"
+    db = {"url": url, "batch_max_ms": 20, "resend_after_s": 0.2}
+    old = make_config(tmp_path / "old", game={"roles": {"fast": FAST}}, db=db)
+    with Cluster(old, ["dbwriter", "matcher"]) as cluster:
+        trade(cluster, teams=2, orders=100, seed=3)
+        matcher: Any = cluster.services["matcher"]
+        wait_for(lambda: matcher.outbox.pending_records == 0, what="the old game stored")
+    before = db_trades(url)
+    assert before
+    new = make_config(tmp_path / "new", game={"roles": {"fast": FAST}}, db=db)
+    with Cluster(new, ["dbwriter", "matcher"]) as cluster:
+        trade(cluster, teams=2, orders=100, seed=4)
+        writer, matcher = cluster.services["dbwriter"], cluster.services["matcher"]
+        wait_for(lambda: writer.counters["foreign_batches"] >= 2, what="re-sent and refused")
+        assert matcher.outbox.pending_records > 0 and writer.counters["batches"] == 0
+    assert db_trades(url) == before  # nothing of the new game mixed in, nothing lost
+    with Cluster(old, ["dbwriter", "matcher"]) as cluster:  # its own data dir: welcome back
+        trade(cluster, teams=2, orders=50, seed=5, prefix="later")
+        matcher = cluster.services["matcher"]
+        wait_for(lambda: matcher.outbox.pending_records == 0, what="the old game goes on")
+    assert set(db_trades(url)) == journal_trades(old) > set(before)
 
 
 # --- processes: the matcher and two writers, killed and restarted ---
