@@ -11,6 +11,8 @@ The feed, in short (README has the full topic table):
 - Heartbeats on sys.heartbeat.<service> carry "last_seq", the producer's position: the same
   value in two beats in a row means the producer is idle.
 - {"type": "snapshot_request"} on the ROUTER returns the exact state with the seq of every topic.
+  A frame sent before the request comes back before the answer: numbering requests that way
+  tells a late answer to an earlier request from the answer to the latest.
 
 Joining: subscribe, wait for a heartbeat (proof the subscription is live), ask for a snapshot,
 then apply the buffered events with a seq above the snapshot's. A seq jump or a new epoch
@@ -95,6 +97,7 @@ class Source:
         self.idle = False
         self.checked: int | None = None  # the position our state was last checked at
         self._asked_at: int | None = None
+        self._asked = 0  # number of the latest request: the ROUTER echoes it with the answer
         self.stats = {"frames": 0, "dropped": 0, "gaps": 0, "snapshots": 0, "checks": 0,
                       "repairs": 0}
 
@@ -138,7 +141,8 @@ class Source:
         self.verifying = verify
         self.waited = 0
         self._asked_at = self.beat
-        self.rpc.send(msgpack.packb({"type": "snapshot_request"}))
+        self._asked += 1
+        self.rpc.send_multipart([b"%d" % self._asked, msgpack.packb({"type": "snapshot_request"})])
 
     def on_event(self, topic: str, msg: Msg) -> None:
         if self.waited is not None:
@@ -155,8 +159,11 @@ class Source:
             self.state[topic] = apply_event(self.state.get(topic), msg)
 
     def on_reply(self) -> None:
-        msg = msgpack.unpackb(self.rpc.recv())
-        if msg["type"] not in ("market_snapshot", "feed_snapshot") or self.waited is None:
+        *tag, payload = self.rpc.recv_multipart()
+        msg = msgpack.unpackb(payload)
+        if tag != [b"%d" % self._asked] or self.waited is None:
+            return  # the answer to a request asked again since: older than what is buffered
+        if msg["type"] not in ("market_snapshot", "feed_snapshot"):
             return
         self.waited = None
         state, seqs = snapshot_state(msg), dict(msg["seqs"])

@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from bots.feed import MarketFeed
-from bots.quant_feed import QuantFeed, book_levels, content
+from bots.quant_feed import RETRY_BEATS, QuantFeed, Source, book_levels, content
 from common.config import Config
 from common.game_master import GameMaster
 from common.messages import (
@@ -260,3 +260,51 @@ def test_a_quant_outside_syncs_over_tcp_at_the_default_offsets(tmp_path: Path) -
                 "matcher": True, "simulator": True, "events": True}
         finally:
             feed.close()
+
+
+def test_a_late_answer_to_an_earlier_snapshot_request_is_not_taken_for_the_latest(
+    tmp_path: Path,
+) -> None:
+    """The producer answered the first request after the feed had asked again: that answer is
+    older than the events buffered since, and must not be taken for the second's."""
+    ctx = zmq.Context()
+    pub, router = ctx.socket(zmq.PUB), ctx.socket(zmq.ROUTER)
+    pub.bind(f"ipc://{tmp_path}/pub")
+    router.bind(f"ipc://{tmp_path}/rpc")
+    source = Source(ctx, "matcher", f"ipc://{tmp_path}/pub", f"ipc://{tmp_path}/rpc")
+
+    def beat() -> None:
+        pub.send_multipart([b"sys.heartbeat.matcher", msgpack.packb(
+            [{"type": "heartbeat", "seq": 1, "epoch": 7, "ts_ns": 0, "last_seq": 5}])])
+        while source.sub.poll(20):
+            source.on_feed()
+
+    def snapshot(phase: str) -> bytes:
+        return msgpack.packb({"type": "market_snapshot", "epoch": 7, "seqs": {"md.status": 1},
+                              "books": [], "last_trades": [], "status": {
+                                  "type": "market_status", "phase": phase, "halted": []}})
+    try:
+        deadline = time.monotonic() + 5
+        while source.waited is None:  # the subscription joins, then the first request goes
+            assert time.monotonic() < deadline, "no snapshot request"
+            beat()
+        assert router.poll(2000)
+        first = router.recv_multipart()
+        for _ in range(RETRY_BEATS):
+            beat()
+        assert router.poll(2000)
+        second = router.recv_multipart()
+        assert first[1] != second[1]  # each request carries its own correlation frame
+        router.send_multipart([*first[:-1], snapshot("stale")])
+        assert source.rpc.poll(2000)
+        source.on_reply()
+        assert not source.synced and source.waited is not None
+        router.send_multipart([*second[:-1], snapshot("continuous")])
+        assert source.rpc.poll(2000)
+        source.on_reply()
+        assert source.synced and source.state["md.status"]["phase"] == "continuous"
+    finally:
+        source.close()
+        pub.close(linger=0)
+        router.close(linger=0)
+        ctx.term()
