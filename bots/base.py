@@ -166,6 +166,11 @@ class Bot:
             while not stop.is_set() and (end is None or time.monotonic() < end):
                 for msg in self.stream.messages(timeout=min(0.05, self.interval_s)):
                     self.handle(msg)
+                if self.stream.replaced:  # trading on would be blind to our own fills
+                    log.warning("%s: another connection of this team took over; stopping "
+                                "and leaving the team's orders to it", self.name)
+                    self.stream.close()
+                    return
                 now = time.monotonic()
                 if now >= next_step:
                     next_step = now + self.interval_s
@@ -176,8 +181,10 @@ class Bot:
                 if self.verbose and now >= next_report:
                     next_report = now + 10.0
                     print(self.report(), flush=True)
-        finally:
+        except BaseException:
             self.shutdown()
+            raise
+        self.shutdown()
 
     def handle(self, msg: WsMessage) -> None:
         data = msg.data

@@ -124,6 +124,30 @@ def test_example_bots_trade_within_limits_through_a_gateway_restart(game: Game) 
         bot.client.close()
 
 
+def test_a_bot_whose_team_connects_elsewhere_stops_and_leaves_the_orders(game: Game) -> None:
+    """Without its stream it would trade blind to its own fills; cancelling on the way out
+    would cancel the orders of the process that took over (the same team)."""
+    bot = make_bot("market_maker", game.url, "test-replaced", limits=game.limits("market_maker"),
+                   verbose=False)
+    thread = threading.Thread(target=bot.run, daemon=True)
+    thread.start()
+    wait_for(lambda: len(bot.inv.orders) >= 2, 30, "quoting")
+    other = Client(game.url, bot.client.api_key)
+    stream = other.stream()
+    try:
+        thread.join(10)
+        assert not thread.is_alive() and bot.stream is not None and bot.stream.replaced
+        orders = bot.stats["orders"]
+        time.sleep(3 * bot.interval_s)  # the bot is stopped: nothing more is sent
+        assert bot.stats["orders"] == orders
+        assert other.open_orders(), "the bot cancelled the team's orders on its way out"
+    finally:
+        stream.close()
+        other.cancel_all()
+        other.close()
+        bot.client.close()
+
+
 def test_a_bot_written_for_the_original_api_runs_unchanged(game: Game) -> None:
     """The original's bots: plain HTTP with X-API-Key, the same paths, fields and codes."""
     http = httpx.Client(base_url=game.url, timeout=10)
