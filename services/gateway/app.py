@@ -39,8 +39,8 @@ Checked first, then the body size (413), then the schema (422), then the busines
 {code, message, details}`. Codes: INVALID_ORDER_TYPE, INVALID_SIDE, MISSING_PRICE,
 INVALID_INSTRUMENT, INVALID_QUANTITY, INVALID_PRICE, MM_POS_LIMIT / POSITION_LIMIT_EXCEEDED,
 RATE_LIMIT_EXCEEDED, ORDER_TYPE_NOT_ALLOWED, NO_LIQUIDITY, MARKET_CLOSED, CANCEL_FAILED,
-UNSUPPORTED_ROLE, DUPLICATE_TEAM_NAME, TEAM_NOT_FOUND, PROCESSING_TIMEOUT, SERVICE_UNAVAILABLE,
-DUPLICATE_CLIENT_ORDER_ID (the id was used for a different order).
+UNSUPPORTED_ROLE, DUPLICATE_TEAM_NAME, INVALID_TEAM_NAME, TEAM_NOT_FOUND, PROCESSING_TIMEOUT,
+SERVICE_UNAVAILABLE, DUPLICATE_CLIENT_ORDER_ID (the id was used for a different order).
 After PROCESSING_TIMEOUT, resend with the same `client_order_id`: an order is never placed twice.
 
 **WebSocket** `ws://HOST:PORT/ws?api_key=KEY[&since=N]` (not in this document: OpenAPI has no

@@ -8,6 +8,7 @@ and details. Everything else (instrument, phase, position limits...) is the matc
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from typing import Any
 
 from common.config import RoleConfig
@@ -33,6 +34,7 @@ Body = dict[str, Any]
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("limit", "market")
 BOOK_LEVELS = 5
+MAX_TEAM_NAME = 50
 
 
 def envelope(request_id: str | None, *, data: Any = None, order_id: str | None = None,
@@ -70,10 +72,26 @@ def refused(request_id: str | None, r: Response) -> Body:
     return failure(request_id, r.code or "INTERNAL_ERROR", r.message, r.details, r.order_id)
 
 
+def team_name(asked: str) -> str | None:
+    """The name as the leaderboard will show it: NFKC (full-width letters are plain ones) and
+    trimmed; None if it is then empty, too long or holds an invisible character (controls,
+    format characters such as zero-width spaces), so that no two teams register names that
+    look the same (the matcher compares them case-insensitively)."""
+    name = unicodedata.normalize("NFKC", asked).strip()
+    if not 1 <= len(name) <= MAX_TEAM_NAME or any(
+            unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in name):
+        return None
+    return name
+
+
 async def register(gw: Gateway, req: RegisterRequest) -> Body:
+    name = team_name(req.team_name)
+    if name is None:
+        return failure(req.request_id, "INVALID_TEAM_NAME", "Team names need 1-50 visible "
+                       "characters", {"team_name": req.team_name, "max_length": MAX_TEAM_NAME})
     key = new_key()
     hashed = key_hash(key)
-    answer = await ask(gw, RegisterTeam(team_name=req.team_name, role=req.role, key_hash=hashed),
+    answer = await ask(gw, RegisterTeam(team_name=name, role=req.role, key_hash=hashed),
                        req.request_id)
     if not isinstance(answer, Response):
         return answer

@@ -10,12 +10,10 @@ envelope with its error code, as in the original API.
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -36,22 +34,8 @@ class _Request(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
 
 
-def team_name(value: Any) -> Any:
-    """The name as the leaderboard will show it: NFKC (full-width letters are plain ones), trimmed,
-    and with no invisible characters (controls, format characters such as zero-width spaces),
-    so two teams can never register names that look the same. The matcher compares names
-    case-insensitively."""
-    if not isinstance(value, str):
-        return value  # the strict type check says what is wrong
-    name = unicodedata.normalize("NFKC", value).strip()
-    if any(unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in name):
-        raise ValueError("team_name must not contain control or invisible characters")
-    return name
-
-
 class RegisterRequest(_Request):
-    team_name: Annotated[StrictStr, BeforeValidator(team_name),
-                         Field(min_length=1, max_length=50, pattern=PRINTABLE)]
+    team_name: Annotated[StrictStr, Field(min_length=1, max_length=50, pattern=PRINTABLE)]
     role: Annotated[StrictStr, Field(max_length=SHORT, description=(
         "market_maker | hedge_fund | arbitrage | retail (anything else: UNSUPPORTED_ROLE)"))]
     request_id: Short | None = None
