@@ -56,7 +56,7 @@ from services.matcher.journal import (
 )
 from services.matcher.replay import ReplayRings
 from services.matcher.snapshots import load_latest_snapshot, remove_partial_snapshots
-from services.matcher.state import decode_state, restore, snapshot_bytes
+from services.matcher.state import capture, decode_state, restore, snapshot_bytes
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,13 @@ class MatcherService(Service):
         self.rings = ReplayRings(cfg.replay_ring, cfg.md_replay_ring)
         self.records = RecordLink(self, ctx, "matcher", _origin(self.dir))
         self.outbox = self.records.outbox
-        self.engine = self._recover()
+        self.engine, snapshotted = self._recover()
         journal = JournalWriter(self.dir, self.engine.last_seq + 1, fsync=cfg.fsync)
         self.disk = open_disk(journal, self.dir, cfg.snapshots_kept)
         self._batch = 0
         self._waiting: deque[_Batch] = deque()  # handed to the disk thread, not yet durable
+        if not snapshotted:  # before any command: the rules every later one applies under
+            self.snapshot()
         self._deferred: list[tuple[Socket, list[bytes], Message]] = []  # state queries held back
         now = time.monotonic()
         self._next_snapshot = now + cfg.snapshot_interval_s
@@ -138,13 +140,16 @@ class MatcherService(Service):
     def last_seq(self) -> int:
         return self.engine.last_seq
 
-    def _recover(self) -> Engine:
-        engine = Engine(self.config.game, epoch=self.epoch)
+    def _recover(self) -> tuple[Engine, bool]:
+        """The engine as the last run left it, under the rules now configured; False if no
+        snapshot holds those rules yet."""
         remove_partial_snapshots(self.dir)
         snapshot = load_latest_snapshot(self.dir)
+        state = decode_state(snapshot) if snapshot is not None else None
+        rules = state.game if state is not None and state.game is not None else self.config.game
+        engine = Engine(rules, epoch=self.epoch)
         now = time.monotonic()
-        if snapshot is not None:
-            state = decode_state(snapshot)
+        if state is not None:
             restore(engine, state)
             self.outbox.restore(state.unacked_batches, state.unacked_records, now)
         else:  # the house teams' records, made before any command: into the outbox now, or a
@@ -164,7 +169,14 @@ class MatcherService(Service):
         self.rings.start_at(engine.seqs)
         log.info("matcher recovered: snapshot at seq %d, replayed to seq %d", start,
                  engine.last_seq)
-        return engine
+        if rules == self.config.game:
+            return engine, state is not None and state.game is not None
+        log.warning("matcher: the game rules changed since the last run; the journal was "
+                    "replayed under the old ones, the new ones apply from seq %d",
+                    engine.last_seq + 1)
+        renewed = Engine(self.config.game, epoch=self.epoch)
+        restore(renewed, capture(engine))
+        return renewed, False
 
     # --- the sequencer ---
 

@@ -11,6 +11,7 @@ import hashlib
 import msgspec
 from msgspec.structs import replace
 
+from common.config import GameConfig
 from common.messages import TradePrint, canonical
 from common.records import AnyRecord
 from services.matcher.accounts import Account, Team
@@ -34,6 +35,9 @@ class EngineState(msgspec.Struct, kw_only=True):
     seqs: dict[str, int]  # topic -> last seq
     marks: dict[str, int]
     last_trades: list[TradePrint]
+    # The rules (fees, limits) the journal after this snapshot was applied under: a restart
+    # replays it under them, whatever the config says now (None: snapshots older than this).
+    game: GameConfig | None = None
     # Persistence records not yet acknowledged by a DB writer: the service's, kept here so a
     # restart re-sends them (the journal after the snapshot regenerates the later ones). The
     # outbox's closed batches stay the frames they are (oldest first); the records after them
@@ -73,6 +77,7 @@ def _view(engine: Engine) -> EngineState:
         seqs={t.decode(): n for t, n in engine.seqs.items()},
         marks=engine.marks,
         last_trades=[replace(t, epoch=0) for t in engine.last_trades.values()],
+        game=engine.game,
     )
 
 

@@ -42,7 +42,7 @@ from common.transport import make_socket, recv_frames
 from services.launcher import Cluster
 from services.matcher.engine import Engine
 from services.matcher.service import MatcherService
-from tests.conftest import make_config, wait_for
+from tests.conftest import FAST, make_config, wait_for
 
 
 @pytest.fixture
@@ -300,3 +300,41 @@ def test_a_second_matcher_on_the_same_data_dir_refuses_to_start(client: MatcherC
     with pytest.raises(RuntimeError, match="another matcher is running"):
         second.run()
     assert register(client, "still-served")  # the first one serves on
+
+
+def _fees(config: Config, fills: int) -> dict[str, int]:
+    """Run the matcher on `config`, make `fills` one-lot trades between two teams (registered
+    on the first run), stop it; every team's fees as the matcher then holds them."""
+    with Cluster(config, ["matcher"]) as running:
+        client = MatcherClient(config, running.ctx)
+        try:
+            client.wait_ready()
+            for name in ("maker", "taker"):
+                client.request(RegisterTeam(team_name=name, role="fast", key_hash=name))
+            matcher = running.services["matcher"]
+            assert isinstance(matcher, MatcherService)
+            ids = {t.team_name: t.team_id for t in matcher.engine.teams.values()
+                   if t.team_name in ("maker", "taker")}
+            for side, team in [("sell", "maker"), ("buy", "taker")] * fills:
+                answer = client.request(NewOrder(team_id=ids[team], instrument_id="SPX_4500_CALL",
+                                                 side=side, quantity=1, price=1000))
+                assert answer.ok, answer
+            return {name: matcher.engine.accounts[i].fees for name, i in ids.items()}
+        finally:
+            client.close()
+
+
+def test_fills_replayed_after_a_rules_change_keep_the_fees_they_were_published_with(
+        tmp_path: Path) -> None:
+    """The journal after the last snapshot is replayed at start. Under the new config it gave
+    the fills already published, and stored, other fees: the state disagreed with both."""
+    old = {**FAST, "maker_fee_cents": 1, "taker_fee_cents": -2}
+    new = {**FAST, "maker_fee_cents": 5, "taker_fee_cents": -7}
+
+    def config(role: dict[str, int]) -> Config:
+        return make_config(tmp_path / "data", game={"roles": {"fast": role}},
+                           matcher={"snapshot_interval_s": 3600.0})  # all of it replayed
+    assert _fees(config(old), fills=3) == {"maker": 3, "taker": -6}
+    assert _fees(config(new), fills=1) == {"maker": 3 + 5, "taker": -6 - 7}
+    assert _fees(config(new), fills=0) == {"maker": 8, "taker": -13}  # and so it stays
+    assert _fees(config(old), fills=0) == {"maker": 8, "taker": -13}
