@@ -169,8 +169,7 @@ class Bot:
                 if self.stream.replaced:  # trading on would be blind to our own fills
                     log.warning("%s: another connection of this team took over; stopping "
                                 "and leaving the team's orders to it", self.name)
-                    self.stream.close()
-                    return
+                    break
                 now = time.monotonic()
                 if now >= next_step:
                     next_step = now + self.interval_s
@@ -181,10 +180,11 @@ class Bot:
                 if self.verbose and now >= next_report:
                     next_report = now + 10.0
                     print(self.report(), flush=True)
-        except BaseException:
-            self.shutdown()
-            raise
-        self.shutdown()
+        finally:
+            if self.stream.replaced:  # the orders are the new connection's to manage
+                self.stream.close()
+            else:
+                self.shutdown()
 
     def handle(self, msg: WsMessage) -> None:
         data = msg.data

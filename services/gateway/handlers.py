@@ -28,13 +28,12 @@ from services.gateway import views
 from services.gateway.auth import key_hash, new_key
 from services.gateway.bridge import BusTimeout, BusUnavailable
 from services.gateway.core import Gateway
-from services.gateway.schemas import SHORT, OrderRequest, RegisterRequest
+from services.gateway.schemas import MAX_TEAM_NAME, SHORT, OrderRequest, RegisterRequest
 
 Body = dict[str, Any]
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("limit", "market")
 BOOK_LEVELS = 5
-MAX_TEAM_NAME = 50
 
 
 def envelope(request_id: str | None, *, data: Any = None, order_id: str | None = None,

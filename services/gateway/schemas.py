@@ -15,6 +15,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 SHORT = 64  # ids, names, client references
+MAX_TEAM_NAME = 50
 # No control characters in text the exchange stores: PostgreSQL refuses NUL outright, and a
 # record it refuses would hold its whole batch back from the database for ever.
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -28,7 +29,8 @@ class _Request(BaseModel):
 
 
 class RegisterRequest(_Request):
-    team_name: Annotated[StrictStr, Field(min_length=1, max_length=50, pattern=PRINTABLE)]
+    team_name: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEAM_NAME,
+                                          pattern=PRINTABLE)]
     role: Annotated[StrictStr, Field(max_length=SHORT, description=(
         "market_maker | hedge_fund | arbitrage | retail (anything else: UNSUPPORTED_ROLE)"))]
     request_id: Short | None = None

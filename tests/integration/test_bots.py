@@ -137,9 +137,6 @@ def test_a_bot_whose_team_connects_elsewhere_stops_and_leaves_the_orders(game: G
     try:
         thread.join(10)
         assert not thread.is_alive() and bot.stream is not None and bot.stream.replaced
-        orders = bot.stats["orders"]
-        time.sleep(3 * bot.interval_s)  # the bot is stopped: nothing more is sent
-        assert bot.stats["orders"] == orders
         assert other.open_orders(), "the bot cancelled the team's orders on its way out"
     finally:
         stream.close()
