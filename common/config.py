@@ -153,6 +153,9 @@ class MatcherConfig(_Section, frozen=True, kw_only=True):
     md_replay_ring: int = 5_000  # events kept per public topic
     book_depth: int = 5
     snapshots_kept: int = 2
+    # True: every journal segment is kept (the game's full command log, for audit or an offline
+    # replay; it grows with the game). False: a segment goes once no kept snapshot needs it.
+    keep_full_journal: bool = False
 
     def __post_init__(self) -> None:
         _positive(snapshot_interval_s=self.snapshot_interval_s, max_batch=self.max_batch,

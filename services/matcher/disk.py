@@ -18,7 +18,8 @@ import queue
 import threading
 from pathlib import Path
 
-from services.matcher.journal import JournalWriter
+from common.config import MatcherConfig
+from services.matcher.journal import JournalWriter, drop_segments_before
 from services.matcher.snapshots import write_snapshot
 
 log = logging.getLogger(__name__)
@@ -27,28 +28,31 @@ _Item = tuple[str, int, bytes] | None  # ("batch", number, journal bytes) | ("sn
 
 
 def open_disk(journal: JournalWriter, directory: Path,
-              snapshots_kept: int) -> DiskThread | InlineDisk:
+              cfg: MatcherConfig) -> DiskThread | InlineDisk:
     if journal.fsync:
-        return DiskThread(journal, directory, snapshots_kept)
-    return InlineDisk(journal, directory, snapshots_kept)
+        return DiskThread(journal, directory, cfg)
+    return InlineDisk(journal, directory, cfg)
 
 
 def _snapshot(journal: JournalWriter, directory: Path, seq: int, state: bytes,
-              keep: int) -> None:
-    """Everything up to seq is in the journal: the snapshot, then a new segment after it."""
+              cfg: MatcherConfig) -> None:
+    """Everything up to seq is in the journal: the snapshot, then a new segment after it.
+    Unless the whole journal is kept, the segments that no kept snapshot needs go."""
     journal.commit()
-    write_snapshot(directory, seq, state, keep=keep)
+    oldest = write_snapshot(directory, seq, state, keep=cfg.snapshots_kept)
     journal.roll(seq + 1)
+    if not cfg.keep_full_journal:
+        drop_segments_before(directory, oldest + 1)
 
 
 class InlineDisk:
     """The journal written by the matching thread itself: for fsync off only (see above).
     Snapshots are written inline too (temp file, fsync, rename), once per snapshot interval."""
 
-    def __init__(self, journal: JournalWriter, directory: Path, snapshots_kept: int) -> None:
+    def __init__(self, journal: JournalWriter, directory: Path, cfg: MatcherConfig) -> None:
         self._journal = journal
         self._directory = directory
-        self._keep = snapshots_kept
+        self._cfg = cfg
         self.durable = 0
 
     def submit(self, batch: int, journal_bytes: bytes) -> None:
@@ -57,7 +61,7 @@ class InlineDisk:
         self.durable = batch
 
     def snapshot(self, seq: int, state: bytes) -> None:
-        _snapshot(self._journal, self._directory, seq, state, self._keep)
+        _snapshot(self._journal, self._directory, seq, state, self._cfg)
 
     def durable_batch(self) -> int:
         return self.durable
@@ -67,10 +71,10 @@ class InlineDisk:
 
 
 class DiskThread:
-    def __init__(self, journal: JournalWriter, directory: Path, snapshots_kept: int) -> None:
+    def __init__(self, journal: JournalWriter, directory: Path, cfg: MatcherConfig) -> None:
         self._journal = journal
         self._directory = directory
-        self._keep = snapshots_kept
+        self._cfg = cfg
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -140,7 +144,7 @@ class DiskThread:
                 self._journal.extend(data)
                 last = number
             else:
-                _snapshot(self._journal, self._directory, number, data, self._keep)
+                _snapshot(self._journal, self._directory, number, data, self._cfg)
         self._publish(last)
         return True
 

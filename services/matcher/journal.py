@@ -13,6 +13,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,14 @@ def segment_path(directory: Path, first_seq: int) -> Path:
 def segments(directory: Path) -> list[tuple[int, Path]]:
     found = [(int(p.stem.split("-")[1]), p) for p in directory.glob("journal-*.log")]
     return sorted(found)
+
+
+def drop_segments_before(directory: Path, seq: int) -> None:
+    """Delete the segments whose every record is older than seq (never the live, last one)."""
+    found = segments(directory)
+    for (_, path), (next_first, _) in pairwise(found):
+        if next_first <= seq:
+            path.unlink()
 
 
 def fsync_dir(directory: Path) -> None:

@@ -117,7 +117,7 @@ class MatcherService(Service):
         self.outbox = self.records.outbox
         self.engine, snapshotted = self._recover()
         journal = JournalWriter(self.dir, self.engine.last_seq + 1, fsync=cfg.fsync)
-        self.disk = open_disk(journal, self.dir, cfg.snapshots_kept)
+        self.disk = open_disk(journal, self.dir, cfg)
         self._batch = 0
         self._waiting: deque[_Batch] = deque()  # handed to the disk thread, not yet durable
         if not snapshotted:  # before any command: the rules every later one applies under

@@ -22,13 +22,15 @@ def _snapshots(directory: Path) -> list[Path]:
     return sorted(directory.glob("snapshot-*.bin"))
 
 
-def write_snapshot(directory: Path, seq: int, payload: bytes, keep: int = 2) -> Path:
+def write_snapshot(directory: Path, seq: int, payload: bytes, keep: int = 2) -> int:
+    """Write the snapshot at seq, keep the newest `keep`; returns the oldest kept one's seq
+    (recovery may fall back to it, so the journal after it is still needed)."""
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"snapshot-{seq:020d}.bin"
-    write_durably(final, _CRC.pack(zlib.crc32(payload)) + payload)
-    for old in _snapshots(directory)[:-keep]:
+    write_durably(directory / f"snapshot-{seq:020d}.bin", _CRC.pack(zlib.crc32(payload)) + payload)
+    kept = _snapshots(directory)
+    for old in kept[:-keep]:
         old.unlink()
-    return final
+    return int(kept[-keep:][0].stem.split("-")[1])
 
 
 def remove_partial_snapshots(directory: Path) -> None:

@@ -42,6 +42,7 @@ ipc_dir = "{dir}/run"
 heartbeat_s = 0.2
 [matcher]
 snapshot_interval_s = 0.3
+keep_full_journal = true  # the test replays the whole game from its journal
 """
 INSTRUMENTS = ("SPX_4500_CALL", "SPX_4400_PUT", "SPY")
 

@@ -200,6 +200,51 @@ def test_restart_recovers_from_snapshot_and_journal(tmp_path: Path, fsync: bool)
         client.close()
 
 
+def snapshot_seqs(directory: Path) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in directory.glob("snapshot-*.bin"))
+
+
+def segment_seqs(directory: Path) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in directory.glob("journal-*.log"))
+
+
+@pytest.mark.parametrize("keep_full", [False, True], ids=["bounded", "full"])
+def test_the_journal_is_kept_back_to_the_oldest_kept_snapshot(
+        tmp_path: Path, keep_full: bool) -> None:
+    """A long game's journal stays bounded: a segment goes once no kept snapshot needs it, and
+    a restart still recovers the same state. With keep_full_journal every segment stays."""
+    config = make_config(tmp_path / "data", matcher={
+        "snapshot_interval_s": 0.05, "snapshots_kept": 2, "keep_full_journal": keep_full})
+    matcher_dir = tmp_path / "data" / "matcher"
+    with Cluster(config, ["matcher"]) as cluster:
+        client = MatcherClient(config, cluster.ctx)
+        client.wait_ready()
+        a, b = register(client, "a"), register(client, "b")
+        matcher = cluster.services["matcher"]
+        assert isinstance(matcher, MatcherService)
+        for round_ in range(4):  # each round ends in a snapshot of everything so far
+            for i in range(10):
+                client.request(order(a if i % 2 else b, "buy" if i % 3 else "sell", 1,
+                                     100 + round_))
+            last = matcher.engine.last_seq
+            wait_for(lambda seq=last: seq in snapshot_seqs(matcher_dir), what=f"snapshot {last}")
+        wait_for(lambda: segment_seqs(matcher_dir)[-1] > last, what="the segment after it")
+        before = {t: client.call(AccountQuery(team_id=t), AccountReply) for t in (a, b)}
+        last_seq = matcher.engine.last_seq
+        client.close()
+    oldest = snapshot_seqs(matcher_dir)[0]
+    assert oldest > 1
+    if keep_full:
+        assert segment_seqs(matcher_dir)[0] == 1
+    else:
+        assert min(segment_seqs(matcher_dir)) == oldest + 1
+    with Cluster(config, ["matcher"]) as cluster:
+        client = MatcherClient(config, cluster.ctx)
+        assert client.wait_ready().last_seq == last_seq
+        assert {t: client.call(AccountQuery(team_id=t), AccountReply) for t in (a, b)} == before
+        client.close()
+
+
 def test_a_frame_holds_a_topics_events_and_no_response_overtakes_its_events(
     cluster: Cluster, client: MatcherClient, config: Config
 ) -> None:

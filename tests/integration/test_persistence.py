@@ -72,8 +72,12 @@ def trade(cluster: Cluster, teams: int, orders: int, seed: int, prefix: str = "t
         client.close()
 
 
+FULL = {"keep_full_journal": True}  # for tests that read the whole game from the journal
+
+
 def journal_trades(config: Config) -> set[tuple[Any, ...]]:
     """The matcher's trades, from its journal: what the trades table must equal."""
+    assert config.matcher.keep_full_journal, "the whole game is read from the journal"
     engine = Engine(config.game)
     trades = set()
     for seq, ts, payload in read_journal(Path(config.data_dir) / "matcher"):
@@ -110,7 +114,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_trades_land_once_and_positions_rebuild_from_the_db(tmp_path: Path, db_url: str) -> None:
-    config = make_config(tmp_path / "data", game={"roles": {"fast": FAST}}, db={
+    config = make_config(tmp_path / "data", game={"roles": {"fast": FAST}}, matcher=FULL, db={
         "url": db_url, "batch_max_ms": 20, "position_snapshot_interval_s": 0.3,
         "resend_after_s": 1})
     with Cluster(config, ["dbwriter", "matcher"]) as cluster:
@@ -145,7 +149,7 @@ def test_records_waiting_for_a_writer_at_a_snapshot_reach_the_db_after_a_restart
     outbox's frames); restarted with a writer, all of them land, once."""
     url = f"sqlite:///{tmp_path}/itg.db"
     config = make_config(tmp_path / "data", game={"roles": {"fast": FAST}},
-                         matcher={"snapshot_interval_s": 0.2},
+                         matcher={**FULL, "snapshot_interval_s": 0.2},
                          db={"url": url, "batch_max_rows": 5, "batch_max_ms": 20,
                              "resend_after_s": 1})  # batches close by count too: never all open
     with Cluster(config, ["matcher"]) as cluster:
@@ -185,7 +189,7 @@ def test_a_matcher_on_a_new_data_dir_is_refused_by_the_old_games_database(
     the new game would vanish from the database without a word. They are refused and kept."""
     url = f"sqlite:///{tmp_path}/itg.db"
     db = {"url": url, "batch_max_ms": 20, "resend_after_s": 0.2}
-    old = make_config(tmp_path / "old", game={"roles": {"fast": FAST}}, db=db)
+    old = make_config(tmp_path / "old", game={"roles": {"fast": FAST}}, matcher=FULL, db=db)
     with Cluster(old, ["dbwriter", "matcher"]) as cluster:
         trade(cluster, teams=2, orders=100, seed=3)
         matcher: Any = cluster.services["matcher"]
@@ -214,6 +218,8 @@ log_level = "WARNING"
 [bus]
 transport = "ipc"
 ipc_dir = "{dir}/run"
+[matcher]
+keep_full_journal = true  # the test reads the whole game from the journal
 [db]
 url = "{url}"
 batch_max_ms = 20
@@ -298,7 +304,7 @@ def pg_cluster(action: str) -> None:
 def test_trading_goes_on_while_postgres_is_down_and_the_db_catches_up(
     tmp_path: Path, pg_url: str
 ) -> None:
-    config = make_config(tmp_path / "data", game={"roles": {"fast": FAST}}, db={
+    config = make_config(tmp_path / "data", game={"roles": {"fast": FAST}}, matcher=FULL, db={
         "url": pg_url, "batch_max_ms": 20, "resend_after_s": 1})
     with Cluster(config, ["dbwriter", "matcher"]) as cluster:
         client = MatcherClient(config, cluster.ctx)
@@ -360,7 +366,7 @@ def test_a_clean_stop_stores_every_record_before_the_producers_go(tmp_path: Path
     """Producers stopped with records still waiting (an open batch, or one not acknowledged):
     the simulator's and events' were lost for good (they number afresh when they start again),
     the matcher's reached the database only when it was started again."""
-    config = make_config(tmp_path / "data", game={"roles": {"fast": FAST}},
+    config = make_config(tmp_path / "data", game={"roles": {"fast": FAST}}, matcher=FULL,
                          simulator={"speed": 200.0}, db={"batch_max_ms": 600_000})
     with Cluster(config, ["dbwriter", "matcher", "simulator", "events"]) as cluster:
         assert trade(cluster, teams=4, orders=300, seed=5) > 200

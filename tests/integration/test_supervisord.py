@@ -54,6 +54,7 @@ port = {port}
 request_timeout_s = 2.0
 [matcher]
 snapshot_interval_s = 1.0
+keep_full_journal = true  # the test replays the whole game from its journal
 [db]
 url = "{db_url}"
 batch_max_ms = 20

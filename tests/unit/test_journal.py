@@ -9,6 +9,7 @@ import pytest
 from services.matcher.journal import (
     JournalCorrupt,
     JournalWriter,
+    drop_segments_before,
     read_journal,
     repair_tail,
     segments,
@@ -85,6 +86,17 @@ def test_damage_before_the_tail_stops_recovery(tmp_path: Path) -> None:
         list(read_journal(tmp_path))
 
 
+def test_segments_go_only_when_wholly_before_the_seq_asked(tmp_path: Path) -> None:
+    write(tmp_path, 1, 50, roll_at=20)
+    journal = JournalWriter(tmp_path, 51)  # a third segment, 51.., the live one
+    journal.close()
+    drop_segments_before(tmp_path, 50)  # 20..50 still holds seq 50
+    assert [first for first, _ in segments(tmp_path)] == [20, 51]
+    assert [s for s, _, _ in read_journal(tmp_path, after_seq=49)] == [50]
+    drop_segments_before(tmp_path, 10**6)  # the last segment is never dropped
+    assert [first for first, _ in segments(tmp_path)] == [51]
+
+
 def test_a_temp_file_left_by_a_crashed_snapshot_write_is_removed(tmp_path: Path) -> None:
     write_snapshot(tmp_path, 10, b"state-10")
     (tmp_path / f"snapshot-{20:020d}.tmp").write_bytes(b"half a snap")
@@ -95,9 +107,9 @@ def test_a_temp_file_left_by_a_crashed_snapshot_write_is_removed(tmp_path: Path)
 
 def test_snapshots_are_atomic_and_a_damaged_one_falls_back(tmp_path: Path) -> None:
     assert load_latest_snapshot(tmp_path) is None
-    write_snapshot(tmp_path, 5, b"state-5")
-    write_snapshot(tmp_path, 9, b"state-9")
-    write_snapshot(tmp_path, 12, b"state-12", keep=2)
+    assert write_snapshot(tmp_path, 5, b"state-5") == 5  # the oldest snapshot kept
+    assert write_snapshot(tmp_path, 9, b"state-9") == 5
+    assert write_snapshot(tmp_path, 12, b"state-12", keep=2) == 9
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "snapshot-00000000000000000009.bin", "snapshot-00000000000000000012.bin"]
     assert load_latest_snapshot(tmp_path) == b"state-12"
