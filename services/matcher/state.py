@@ -7,6 +7,7 @@ rebuilds every level's FIFO exactly.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 
 import msgspec
 from msgspec.structs import replace
@@ -85,6 +86,7 @@ def restore(engine: Engine, state: EngineState) -> None:
     """Load `state` into a freshly built engine."""
     if state.version != STATE_VERSION:
         raise ValueError(f"snapshot version {state.version}, this build reads {STATE_VERSION}")
+    _drop_unconfigured(state, engine.instruments.keys())
     engine.last_seq, engine.last_ts, engine.phase = state.last_seq, state.last_ts, state.phase
     engine.halted = set(state.halted)
     engine.counters = dict(state.counters)
@@ -102,6 +104,24 @@ def restore(engine: Engine, state: EngineState) -> None:
     for book in engine.books.values():
         book.drain_changes()
     engine.take_records()  # the fresh engine's house-team records: the snapshot had them
+
+
+def _drop_unconfigured(state: EngineState, configured: Collection[str]) -> None:
+    """Instruments cut from the config since the snapshot: refused while they hold resting
+    orders or positions (those cannot just vanish); otherwise their traces go with them."""
+    held = {o.instrument_id for o in state.orders} | {
+        iid for a in state.accounts for iid, quantity in a.positions.items() if quantity}
+    missing = sorted(held.difference(configured))
+    if missing:
+        raise ValueError(
+            f"instruments {', '.join(missing)} hold resting orders or positions in this game "
+            "but are not in the configured game.underlyings; configure them again to restart it")
+    for acct in state.accounts:
+        for table in (acct.positions, acct.exposure):
+            for iid in [iid for iid in table if iid not in configured]:
+                del table[iid]
+    state.last_trades = [t for t in state.last_trades if t.instrument_id in configured]
+    state.marks = {iid: price for iid, price in state.marks.items() if iid in configured}
 
 
 def state_hash(engine: Engine, sequencing: bool = True) -> str:

@@ -39,7 +39,7 @@ from common.messages import (
 )
 from common.service import FULL_COLLECTION_EVERY
 from common.transport import make_socket, recv_frames
-from services.launcher import Cluster
+from services.launcher import Cluster, ClusterError
 from services.matcher.engine import Engine
 from services.matcher.service import MatcherService
 from tests.conftest import FAST, make_config, wait_for
@@ -384,3 +384,38 @@ def test_fills_replayed_after_a_rules_change_keep_the_fees_they_were_published_w
     assert _fees(config(new), fills=1) == {"maker": 3 + 5, "taker": -6 - 7}
     assert _fees(config(new), fills=0) == {"maker": 8, "taker": -13}  # and so it stays
     assert _fees(config(old), fills=0) == {"maker": 8, "taker": -13}
+
+
+def test_a_restart_without_an_instrument_that_holds_orders_or_positions_is_refused_clearly(
+        tmp_path: Path) -> None:
+    """Strikes cut from the config while the game holds orders or positions in them: the start
+    is refused with a message naming them (it was a KeyError), and nothing is changed, so the
+    old config starts the game again. A strike that held nothing may go."""
+    def config(strike_min: int) -> Config:
+        spx = {"symbol": "SPX", "start_price": 4400, "strike_min": strike_min,
+               "strike_max": 4600, "strike_step": 100}
+        return make_config(tmp_path / "data", game={"underlyings": [spx]})
+    with Cluster(config(4200), ["matcher"]) as cluster:
+        client = MatcherClient(cluster.config, cluster.ctx)
+        client.wait_ready()
+        a, b = register(client, "a"), register(client, "b")
+        for team, side in ((a, "sell"), (b, "buy")):  # a fill: positions of -1 / +1
+            assert client.request(order(team, side, 1, 100, iid="SPX_4300_PUT")).ok
+        assert client.request(order(a, "buy", 2, 90, iid="SPX_4400_CALL")).ok  # resting
+        assert client.request(order(b, "buy", 2, 90, iid="SPX_4200_CALL")).ok
+        assert client.request(CancelAll(team_id=b)).ok  # 4200 holds nothing now
+        client.close()
+    with pytest.raises(ClusterError) as refused:
+        Cluster(config(4500), ["matcher"]).start()
+    message = str(refused.value)
+    assert "SPX_4300_PUT" in message and "SPX_4400_CALL" in message
+    assert "SPX_4200_CALL" not in message
+    with Cluster(config(4300), ["matcher"]) as cluster:  # 4200 dropped: nothing was in it
+        matcher = cluster.services["matcher"]
+        assert isinstance(matcher, MatcherService)
+        assert "SPX_4200_CALL" not in matcher.engine.books
+        assert [o.instrument_id for o in matcher.engine.live.values()] == ["SPX_4400_CALL"]
+        client = MatcherClient(cluster.config, cluster.ctx)
+        reply = client.call(AccountQuery(team_id=a), AccountReply)
+        assert reply.positions == {"SPX_4300_PUT": -1}
+        client.close()
