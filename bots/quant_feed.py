@@ -9,16 +9,19 @@ The feed, in short (README has the full topic table):
   names the message. Events carry "seq" (per topic, gap-free from 1), "epoch" (changes when the
   producer restarts) and "ts_ns".
 - Heartbeats on sys.heartbeat.<service> carry "last_seq", the producer's position: the same
-  value in two beats in a row means the producer is idle.
+  value in two beats in a row means the producer is idle. They also carry "published", the
+  number of public events sent before the beat: the sum of every md topic's last seq. With
+  every md topic subscribed, a lower sum of your own seqs means a frame was lost, even the last
+  one of a topic that then went quiet.
 - {"type": "snapshot_request"} on the ROUTER returns the exact state with the seq of every topic.
   A frame sent before the request comes back before the answer: numbering requests that way
   tells a late answer to an earlier request from the answer to the latest.
 
 Joining: subscribe, wait for a heartbeat (proof the subscription is live), ask for a snapshot,
-then apply the buffered events with a seq above the snapshot's. A seq jump or a new epoch
-means frames were lost: resync the same way. When a producer goes idle after sending events,
-the state is checked once against a snapshot; that also catches a lost last message on a topic
-that then went quiet. Run: python bots/quant_feed.py --host 127.0.0.1 --base-port 5550
+then apply the buffered events with a seq above the snapshot's. A seq jump, a new epoch or a
+heartbeat's "published" above the sum of your seqs means frames were lost: resync the same way.
+When a producer goes idle after sending events, the state is also checked once against a
+snapshot. Run: python bots/quant_feed.py --host 127.0.0.1 --base-port 5550
 (the exchange must run with bus.transport = "tcp").
 """
 
@@ -76,7 +79,7 @@ class Source:
     """One producer's feed: its share of the state, kept exact by seqs and snapshots."""
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], name: str, pub: str, rpc: str,
-                 drop: Callable[[str, int], bool] | None = None) -> None:
+                 drop: Callable[[str, int, bytes], bool] | None = None) -> None:
         self.name = name
         self.sub = ctx.socket(zmq.SUB)
         self.rpc = ctx.socket(zmq.DEALER)
@@ -113,7 +116,7 @@ class Source:
     def on_feed(self) -> None:
         topic, payload = self.sub.recv_multipart()
         self.stats["frames"] += 1
-        if self.drop is not None and self.drop(self.name, self.stats["frames"]):
+        if self.drop is not None and self.drop(self.name, self.stats["frames"], topic):
             self.stats["dropped"] += 1
             return
         for msg in msgpack.unpackb(payload):
@@ -130,6 +133,9 @@ class Source:
             if self.waited >= RETRY_BEATS:
                 self.request(verify=self.verifying)
         elif not self.synced or msg["epoch"] != self.epoch:
+            self.request(verify=False)
+        elif sum(self.seqs.values()) < (msg.get("published") or 0):
+            self.stats["gaps"] += 1  # a lost frame no later one revealed (a topic's last one)
             self.request(verify=False)
         elif self.idle and self.checked != self.beat:
             self.request(verify=True)
@@ -188,7 +194,7 @@ class QuantFeed:
 
     def __init__(self, endpoints: Mapping[str, tuple[str, str]],
                  ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
-                 drop: Callable[[str, int], bool] | None = None) -> None:
+                 drop: Callable[[str, int, bytes], bool] | None = None) -> None:
         self.ctx = ctx or zmq.Context.instance()
         self.sources = [Source(self.ctx, name, pub, rpc, drop)
                         for name, (pub, rpc) in endpoints.items()]

@@ -89,6 +89,9 @@ class FeedService(Service):
     def last_seq(self) -> int:
         return self.feed.published
 
+    def published(self) -> int:
+        return self.feed.published
+
     def control(self, request: Message) -> Message:
         """Requests beyond ping, probe and snapshot (the game-master controls)."""
         return ErrorReply(message=f"unsupported request {type(request).__name__}")

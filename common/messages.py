@@ -189,6 +189,9 @@ class MarketStatus(Event, tag="market_status", kw_only=True):
 class Heartbeat(Event, tag="heartbeat", kw_only=True):
     service: str
     last_seq: int  # the producer's sequencer position (journal seq for the matcher)
+    # Public (md.*) events sent before this beat: the sum of every public topic's last seq. A
+    # subscriber to every md topic whose own sum is lower lost a frame, even a topic's last one.
+    published: int | None = None
 
 
 # --- request/reply over a producer's ROUTER (snapshots, replay, read-only queries) ---

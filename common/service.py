@@ -64,6 +64,10 @@ class Service:
     def last_seq(self) -> int:
         return 0
 
+    def published(self) -> int | None:
+        """Public events sent so far, for heartbeats; None where the service publishes none."""
+        return None
+
     # --- the machinery ---
 
     def run(self) -> None:
@@ -123,7 +127,8 @@ class Service:
         if self.pub is None:
             return
         self._beat_seq += 1
-        beat = Heartbeat(service=self.name, last_seq=self.last_seq(), seq=self._beat_seq,
+        beat = Heartbeat(service=self.name, last_seq=self.last_seq(), published=self.published(),
+                         seq=self._beat_seq,
                          ts_ns=time.time_ns(), epoch=self.epoch)
         send_frame(self.pub, topics.heartbeat(self.name), encode_events(beat))
 

@@ -120,6 +120,8 @@ class MatcherService(Service):
         self.disk = open_disk(journal, self.dir, cfg)
         self._batch = 0
         self._waiting: deque[_Batch] = deque()  # handed to the disk thread, not yet durable
+        # md events sent: every one raised its topic's seq by one, so it starts at their sum
+        self._md_published = sum(n for t, n in self.engine.seqs.items() if t.startswith(topics.MD))
         if not snapshotted:  # before any command: the rules every later one applies under
             self.snapshot()
         self._deferred: list[tuple[Socket, list[bytes], Message]] = []  # state queries held back
@@ -139,6 +141,9 @@ class MatcherService(Service):
 
     def last_seq(self) -> int:
         return self.engine.last_seq
+
+    def published(self) -> int:
+        return self._md_published
 
     def _recover(self) -> tuple[Engine, bool]:
         """The engine as the last run left it, under the rules now configured; False if no
@@ -240,8 +245,10 @@ class MatcherService(Service):
                 self.outbox.add(record, now)
         for topic, payloads in frames.items():
             self.rings.add(topic, last[topic], payloads)
-            send_frame(self.md if topic.startswith(topics.MD) else self.private, topic,
-                       join_events(payloads))
+            public = topic.startswith(topics.MD)
+            if public:
+                self._md_published += len(payloads)
+            send_frame(self.md if public else self.private, topic, join_events(payloads))
         self.records.send_due(now)
         if not self._waiting and self._deferred:
             self._answer_deferred()
