@@ -2,8 +2,9 @@
 
 Every md topic carries its own gap-free seq. Events that arrive while a snapshot is being
 fetched are buffered and those newer than the snapshot applied on top of it; afterwards a seq
-that jumps, or an event of another epoch (the matcher restarted), asks for a new snapshot.
-A gap is never skipped.
+that jumps, an event of another epoch (the matcher restarted), or a matcher heartbeat counting
+more public events than the seqs applied add up to (a lost frame no later one followed) asks
+for a new snapshot. A gap is never skipped.
 
 Read-what-you-were-told: once this gateway has told anyone of a command's effect (its answer,
 or a fill, ack or cancel on a team's stream), a book read through it shows that effect. A
@@ -26,6 +27,7 @@ from common.messages import (
     BookDelta,
     DecodeError,
     Event,
+    Heartbeat,
     MarketSnapshot,
     MarketStatus,
     TradePrint,
@@ -131,6 +133,18 @@ class BookMirror:
             self.on_change(event.instrument_id)
         elif isinstance(event, MarketStatus):
             self.phase, self.halted = event.phase, list(event.halted)
+
+    def beat(self, payload: bytes) -> None:
+        """A matcher heartbeat: every md event it counts must be applied by now (one socket,
+        in order), each having raised its topic's seq by one."""
+        try:
+            beat = decode(payload)
+        except DecodeError:
+            return
+        if (isinstance(beat, Heartbeat) and beat.published is not None and self.synced
+                and beat.epoch == self.epoch and sum(self._seqs.values()) < beat.published):
+            self._resync(f"{beat.published} md events published, "
+                         f"{sum(self._seqs.values())} applied")
 
     def _resync(self, why: str) -> None:
         log.warning("gateway book mirror: %s; fetching a new snapshot", why)

@@ -106,7 +106,10 @@ class Gateway:
         if topic.startswith(topics.MD):
             self.mirror.feed(topic, payload)
         elif topic.startswith(topics.HEARTBEAT):
-            self.beats[topic[len(topics.HEARTBEAT):].decode(errors="replace")] = time.monotonic()
+            service = topic[len(topics.HEARTBEAT):].decode(errors="replace")
+            self.beats[service] = time.monotonic()
+            if service == "matcher":
+                self.mirror.beat(payload)
         elif topic.startswith(topics.SIGNAL):
             self.hub.signal(topic, payload)
         elif topic == topics.NEWS:

@@ -15,6 +15,7 @@ from common.messages import (
     BookDelta,
     BookLevels,
     ExecutionReport,
+    Heartbeat,
     IndicatorSignal,
     MarketSnapshot,
     MarketStatus,
@@ -307,3 +308,21 @@ def test_stored_records_count_exactly_and_skip_a_producer_numbering_afresh(
         assert commit(base + 60 * 10**9 + 7) == {"events": 11}
     finally:
         watch.close()
+
+
+def test_book_mirror_finds_a_lost_last_delta_by_the_matchers_heartbeat() -> None:
+    """No later delta reveals the loss of a quiet book's last one; the heartbeat's count of
+    public events (the sum of every md topic's seq) does."""
+    def beat(published: int, epoch: int = 7) -> bytes:
+        return encode(Heartbeat(service="matcher", last_seq=99, published=published,
+                                epoch=epoch))
+    mirror = BookMirror(lambda iid: None)
+    mirror.load(snapshot([(100, 2)], book_seq=5))
+    mirror.feed(b"md.book.X", delta(6, [("sell", 101, 4)]))
+    mirror.beat(beat(6))  # all applied
+    mirror.beat(beat(9, epoch=6))  # another epoch's count says nothing about this one
+    mirror.beat(encode(Heartbeat(service="matcher", last_seq=99, epoch=7)))  # no count
+    mirror.beat(b"\xc1")  # not msgpack: dropped
+    assert mirror.synced and mirror.resyncs == 0
+    mirror.beat(beat(7))  # delta 7 never came
+    assert not mirror.synced and mirror.need_snapshot.is_set() and mirror.resyncs == 1
