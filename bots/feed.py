@@ -27,7 +27,6 @@ import zmq
 from bots.quant_feed import QuantFeed, tcp_endpoints
 from common.money import TICKS_PER_UNIT
 
-EVENT_TOPICS = (b"news", b"signal.public.")
 # Fields of a public signal that travel in ticks, by its `type` (as the gateway's feed_data).
 TICK_FIELDS: dict[str, tuple[str, ...]] = {"indicators": ("price",)}
 
@@ -41,10 +40,6 @@ class MarketFeed:
                  ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
         """`endpoints`: producer name -> (its PUB address, its ROUTER address)."""
         self.raw = QuantFeed(endpoints, ctx)
-        for source in self.raw.sources:
-            if source.name == "events":
-                for prefix in EVENT_TOPICS:
-                    source.sub.subscribe(prefix)
         self._seen: dict[str, int] = {}
 
     @classmethod

@@ -1,18 +1,19 @@
 """Example quant subscriber to the ITG ZeroMQ market feed. Needs only `pyzmq` and `msgpack`.
 
 The feed, in short (README has the full topic table):
-- Two producers: the matcher (books, trades, market status) and the simulator (underlying prices,
-  option fair values). Each has a PUB socket (the feed) and a public ROUTER (snapshots, pings
-  and the matcher's md.* replays; use a DEALER). Both are the ones open to the outside world.
+- Three producers: the matcher (books, trades, market status: md.*), the simulator (underlying
+  prices, option fair values: md.*) and, if asked for, the events service (news, public
+  signals). Each has a PUB socket (the feed) and a public ROUTER (snapshots, pings and the
+  matcher's md.* replays; use a DEALER). They are the ones open to the outside world.
 - Every frame is [topic, msgpack array of maps]: one or more events of that topic, in seq order
   (a busy matcher sends all of a topic's events of one batch in one frame). Each map's "type"
   names the message. Events carry "seq" (per topic, gap-free from 1), "epoch" (changes when the
   producer restarts) and "ts_ns".
 - Heartbeats on sys.heartbeat.<service> carry "last_seq", the producer's position: the same
   value in two beats in a row means the producer is idle. They also carry "published", the
-  number of public events sent before the beat: the sum of every md topic's last seq. With
-  every md topic subscribed, a lower sum of your own seqs means a frame was lost, even the last
-  one of a topic that then went quiet.
+  number of public events sent before the beat: the sum of every public topic's last seq. With
+  every public topic subscribed, a lower sum of your own seqs means a frame was lost, even the
+  last one of a topic that then went quiet.
 - {"type": "snapshot_request"} on the ROUTER returns the exact state with the seq of every topic.
   A frame sent before the request comes back before the answer: numbering requests that way
   tells a late answer to an earlier request from the answer to the latest.
@@ -38,6 +39,9 @@ import zmq
 Msg = dict[str, Any]
 ENVELOPE = ("seq", "ts_ns", "epoch")
 RETRY_BEATS = 5  # heartbeats to wait for a snapshot answer before asking again
+# Every public topic of each producer: a heartbeat's "published" counts them all.
+PUBLIC_TOPICS = {"matcher": (b"md.",), "simulator": (b"md.",),
+                 "events": (b"news", b"signal.public.")}
 
 
 def content(msg: Msg) -> Msg:
@@ -86,8 +90,8 @@ class Source:
         for sock, address in ((self.sub, pub), (self.rpc, rpc)):
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(address)
-        self.sub.subscribe(b"md.")
-        self.sub.subscribe(b"sys.heartbeat." + name.encode())
+        for prefix in (*PUBLIC_TOPICS[name], b"sys.heartbeat." + name.encode()):
+            self.sub.subscribe(prefix)
         self.drop = drop  # tests: lose chosen frames on purpose
         self.state: dict[str, Any] = {}
         self.seqs: dict[str, int] = {}
