@@ -66,6 +66,14 @@ class PriceMark(Command, tag="price_mark", kw_only=True):
     price: int
 
 
+class ReissueKey(Command, tag="reissue_key", kw_only=True):
+    """A team's API key replaced (an operator's action: a leaked key, or one lost to a
+    registration that timed out); the old key stops working on every gateway."""
+
+    team_id: str
+    key_hash: str
+
+
 class SnapshotPositions(Command, tag="snapshot_positions", kw_only=True):
     """Every team's positions, cash and P&L into the database (the matcher's own timer sends
     it into its own sequence, so a replay emits the same snapshot records)."""
@@ -74,6 +82,7 @@ class SnapshotPositions(Command, tag="snapshot_positions", kw_only=True):
 AnyCommand = (
     RegisterTeam | NewOrder | CancelOrder | CancelAll | SetPhase | SetHalt | PriceMark
     | SnapshotPositions
+    | ReissueKey
 )
 
 # --- published events: every one carries its topic's gap-free seq and its producer's epoch ---
@@ -184,6 +193,13 @@ class TradePrint(Event, tag="trade", kw_only=True):
 class MarketStatus(Event, tag="market_status", kw_only=True):
     phase: str
     halted: list[str]
+
+
+class KeyReissued(Event, tag="key_reissued", kw_only=True):
+    """On sys.keys (matcher_private): every gateway forgets the team's cached key and closes
+    its stream, which was opened with the old key."""
+
+    team_id: str
 
 
 class Heartbeat(Event, tag="heartbeat", kw_only=True):
@@ -442,6 +458,7 @@ AnyMessage = (
     | BookDelta
     | TradePrint
     | MarketStatus
+    | KeyReissued
     | Heartbeat
     | Ping
     | Probe

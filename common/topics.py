@@ -20,6 +20,7 @@ SENTIMENT = b"signal.public.sentiment"
 INDICATORS = b"signal.public.indicators."
 SIM_STATE = b"sys.sim_state"  # simulator -> events, on sim_private only: it holds the regime
 NEWS_SHOCK = b"sys.news_shock"  # events -> simulator, on events_private only
+KEYS = b"sys.keys"  # matcher -> gateways, on matcher_private only: a team's key was replaced
 
 
 def book(instrument_id: str) -> bytes:

@@ -28,6 +28,7 @@ from common.messages import (
     Command,
     Event,
     ExecutionReport,
+    KeyReissued,
     MarketStatus,
     NewOrder,
     OrderAck,
@@ -35,6 +36,7 @@ from common.messages import (
     OrderResult,
     PriceMark,
     RegisterTeam,
+    ReissueKey,
     Response,
     SetHalt,
     SetPhase,
@@ -103,6 +105,7 @@ class Engine:
             NewOrder: self._new_order, CancelOrder: self._cancel, CancelAll: self._cancel_all,
             RegisterTeam: self._register, SetPhase: self._set_phase, SetHalt: self._set_halt,
             PriceMark: self._mark, SnapshotPositions: self._snapshot_positions,
+            ReissueKey: self._reissue_key,
         }
         self.out: list[Out] = []
         self._records: list[AnyRecord] = []  # for the database; drained by take_records()
@@ -359,6 +362,20 @@ class Engine:
                           details={"team_name": name})
             return
         team = self.add_team(name, cmd.role, cmd.key_hash)
+        self._respond(cmd, ok=True, result=team_info(team))
+
+    def _reissue_key(self, cmd: ReissueKey) -> None:
+        team = self.teams.get(cmd.team_id)
+        if team is None or not team.key_hash:  # house teams have no key to replace
+            self._respond(cmd, ok=False, code="TEAM_NOT_FOUND", message="Team not found",
+                          details={"team_id": cmd.team_id})
+            return
+        if not cmd.key_hash:  # would leave the team with no key that works
+            self._respond(cmd, ok=False, code="INVALID_KEY", message="A key hash is needed",
+                          details={"team_id": cmd.team_id})
+            return
+        team.key_hash = cmd.key_hash
+        self._emit(topics.KEYS, KeyReissued(team_id=team.team_id))
         self._respond(cmd, ok=True, result=team_info(team))
 
     def add_team(self, name: str, role: str, key_hash: str, team_id: str = "") -> Team:

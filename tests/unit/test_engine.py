@@ -12,10 +12,12 @@ from common.messages import (
     CancelOrder,
     CancelReject,
     ExecutionReport,
+    KeyReissued,
     NewOrder,
     OrderAck,
     OrderReject,
     PriceMark,
+    ReissueKey,
     Response,
     SetHalt,
     SetPhase,
@@ -321,3 +323,17 @@ def test_retry_answers_are_kept_for_a_bounded_window_of_ids(
     assert list(harness.engine.coids[mm]) == ["c2", "c3", "c4"]
     again = response(harness.order(mm, "buy", 1, 1.04, client_order_id="c4"))
     assert again.order_id == harness.engine.coids[mm]["c4"].response.order_id
+
+
+def test_a_reissued_key_replaces_the_team_key_and_tells_the_gateways(harness: Harness) -> None:
+    team = harness.team("leaky")
+    out = harness.apply(ReissueKey(gw="t", team_id=team, key_hash="hash-new"))
+    assert response(out).ok and harness.engine.teams[team].key_hash == "hash-new"
+    assert [(t, e.team_id) for t, e in out if isinstance(e, KeyReissued)] == [(b"sys.keys", team)]
+    before = state_hash(harness.engine, sequencing=False)
+    for refused, code in ((ReissueKey(gw="t", team_id="TEAM_999", key_hash="h"), "TEAM_NOT_FOUND"),
+                          (ReissueKey(gw="t", team_id="HOUSE", key_hash="h"), "TEAM_NOT_FOUND"),
+                          (ReissueKey(gw="t", team_id=team, key_hash=""), "INVALID_KEY")):
+        out = harness.apply(refused)
+        assert response(out).code == code and not events(out, KeyReissued)
+    assert state_hash(harness.engine, sequencing=False) == before
