@@ -29,13 +29,16 @@ from common.messages import (
     ForceRegime,
     InjectNews,
     Message,
+    ReissueKey,
     SetHalt,
     SetPhase,
     SetSpeed,
+    TeamInfo,
     TeamQuery,
     TeamReply,
 )
 from services.gateway import handlers, schemas, views
+from services.gateway.auth import key_hash, new_key
 from services.gateway.bridge import BusTimeout, BusUnavailable
 
 if TYPE_CHECKING:
@@ -137,6 +140,20 @@ class Admin:
         return await self.command(CancelAll(team_id=team_id, reason="admin"),
                                   f"kill switch: every order of {team_id} cancelled")
 
+    async def reissue_key(self, team_id: str) -> handlers.Body:
+        """A new key for the team, shown once; the matcher tells every gateway to drop the old.
+        After a timeout the outcome is unknown: asking again is safe (the last key wins)."""
+        key = new_key()
+        hashed = key_hash(key)
+        answer = await handlers.ask(self.gw, ReissueKey(team_id=team_id, key_hash=hashed), None)
+        if isinstance(answer, dict):
+            return answer
+        if not answer.ok or not isinstance(answer.result, TeamInfo):
+            return handlers.refused(None, answer)
+        self.gw.keys.remember(hashed, answer.result)
+        log.warning("admin: the API key of %s reissued", team_id)
+        return handlers.envelope(None, data={**views.team(answer.result), "api_key": key})
+
     def choices(self) -> dict[str, Any]:
         config = self.gw.config
         return {"headlines": [h.headline for h in config.events.headlines],
@@ -218,6 +235,12 @@ def install(app: FastAPI, api: Api, dash: Dashboard) -> Admin:
                  **_documented())
     async def kill(team_id: str, request: Request) -> Response:
         return await guarded(request, None, lambda _: admin.kill(team_id))
+
+    @router.post("/teams/{team_id}/key", summary="Reissue a team's API key: the old key stops "
+                 "working on every gateway and its stream is closed; the new key is shown once",
+                 **_documented())
+    async def reissue(team_id: str, request: Request) -> Response:
+        return await guarded(request, None, lambda _: admin.reissue_key(team_id))
 
     app.include_router(router)
     return admin

@@ -47,6 +47,11 @@ class KeyRing:
         if len(self._known) > self._size:
             self._known.popitem(last=False)
 
+    def forget_team(self, team_id: str) -> None:
+        """Its key was replaced: the next use of any key of the team asks the matcher again."""
+        for hashed in [h for h, (_, team) in self._known.items() if team.team_id == team_id]:
+            del self._known[hashed]
+
     async def team_for(self, key: str | None) -> TeamInfo | None:
         """The key's team, or None for a key that is malformed or not registered."""
         if not key or len(key) > MAX_KEY_LENGTH or not key.isascii():

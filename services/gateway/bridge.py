@@ -29,6 +29,7 @@ from common.messages import (
     Command,
     DecodeError,
     ErrorReply,
+    KeyReissued,
     Message,
     Pong,
     Probe,
@@ -77,6 +78,7 @@ class Bridge:
         self.resp_topic = topics.response(gw_id)
         self.on_private: Sink = _noop  # exec.<team> frames, still encoded
         self.on_public: Sink = _noop  # md.*, news, signal.*, sys.heartbeat.*
+        self.on_key_reissued: Callable[[KeyReissued], None] = lambda event: None
         self.pong_seen = asyncio.Event()
         self.counters: dict[str, int] = {"late_responses": 0, "bad_frames": 0}
         self._pending: dict[str, asyncio.Future[Response]] = {}
@@ -95,6 +97,7 @@ class Bridge:
         self.private = self._socket("matcher_private")
         self.private.subscribe(topics.EXEC)  # before resp.<gw>: a Pong then proves both joined
         self.private.subscribe(self.resp_topic)
+        self.private.subscribe(topics.KEYS)
         self.rpc = self._socket("matcher_rpc")
         self._watch(self.private, self._read_private)
         self._watch(self.rpc, self._read_rpc)
@@ -176,6 +179,10 @@ class Bridge:
             elif topic.startswith(topics.EXEC):
                 for event in self._events(payload, split_events):
                     self.on_private(topic, event)
+            elif topic == topics.KEYS:
+                for msg in self._events(payload, decode_events):
+                    if isinstance(msg, KeyReissued):
+                        self.on_key_reissued(msg)
         self._again(self._read_private)
 
     def _events(self, payload: bytes, split: Callable[[bytes], list[T]]) -> list[T]:

@@ -17,13 +17,21 @@ from typing import Any
 from common import topics
 from common.config import Config
 from common.instruments import build_instruments
-from common.messages import MarketSnapshot, SnapshotRequest, TeamInfo, TeamQuery, TeamReply
+from common.messages import (
+    KeyReissued,
+    MarketSnapshot,
+    SnapshotRequest,
+    TeamInfo,
+    TeamQuery,
+    TeamReply,
+)
 from common.service import Context
 from services.gateway.auth import KeyRing
 from services.gateway.books import BookMirror
 from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable, Sink, wait_matcher
 from services.gateway.hub import Hub
 from services.gateway.limits import RateLimiter
+from services.gateway.ws import POLICY
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,7 @@ class Gateway:
         self.loop = asyncio.get_running_loop()
         self.bridge.on_private = self._on_private
         self.bridge.on_public = self._on_public
+        self.bridge.on_key_reissued = self._key_reissued
         self.bridge.open()
         self._tasks = [self.loop.create_task(self._sync()),
                        self.loop.create_task(self.hub.market_data_loop())]
@@ -126,6 +135,12 @@ class Gateway:
         if reply.team is None or reply.key_hash is None:
             return None
         return reply.team, reply.key_hash
+
+    def _key_reissued(self, event: KeyReissued) -> None:
+        """The old key stops here too: out of the cache, and its stream closed."""
+        self.keys.forget_team(event.team_id)
+        self.hub.close_team(event.team_id, POLICY, "API key reissued; connect with "
+                            "the new key")
 
     async def authenticate(self, key: str | None) -> TeamInfo | None:
         return await self.keys.team_for(key)

@@ -209,6 +209,11 @@ class Hub:
             if s.left_at is not None and s.left_at < horizon:
                 del self.sessions[team_id]
 
+    def close_team(self, team_id: str, code: int, reason: str) -> None:
+        conn = self.live.get(team_id)
+        if conn is not None:
+            conn.close(code, reason)
+
     def close_all(self, code: int, reason: str) -> None:
         for conn in list(self.live.values()):
             conn.close(code, reason)

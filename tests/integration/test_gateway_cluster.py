@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from common.messages import Command, NewOrder
 from services.gateway.service import GatewayService
 from services.launcher import Cluster
 from services.matcher.service import MatcherService
 from tests.conftest import make_config
-from tests.integration.gw import running
+from tests.integration.gw import Stream, running
 
 
 @contextmanager
@@ -152,3 +155,33 @@ def test_cancels_and_reads_beyond_the_request_rate_are_refused_before_the_matche
         assert team.cancel("ORD_00000001")["error"]["code"] == "CANCEL_FAILED"
 
 
+
+
+def test_a_reissued_key_replaces_the_old_one_on_every_gateway(tmp_path: Path) -> None:
+    """The operator reissues a team's key on gateway A. Gateway B, which had the old key cached
+    and a stream open with it, drops both; the new key works everywhere at once."""
+    admin = {"X-Admin-Key": "admin-key-for-the-tests-0001"}
+    with running(tmp_path / "data", gateway={"id": "gw-a", "admin_key": admin["X-Admin-Key"]}
+                 ) as ex:
+        team = ex.register("leaky")
+        with another_gateway(ex.cluster, "gw-b") as b:
+            assert b.get("/positions", headers=team.headers).status_code == 200  # cached on B
+            port = int(str(b.base_url).rsplit(":", 1)[1])
+            stream = Stream(connect(f"ws://127.0.0.1:{port}/ws?api_key={team.key}",
+                                    close_timeout=2))
+            stream.next()
+            answer = ex.http.post(f"/admin/teams/{team.team_id}/key", headers=admin).json()
+            assert answer["success"] and answer["data"]["team_id"] == team.team_id
+            new_key = {"X-API-Key": answer["data"]["api_key"]}
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    stream.next()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            assert "reissued" in closed.value.rcvd.reason
+            for client in (ex.http, b):
+                assert client.get("/positions", headers=team.headers).status_code == 401
+                assert client.get("/positions", headers=new_key).json()["data"]["team_id"] == (
+                    team.team_id)
+            missing = ex.http.post("/admin/teams/TEAM_999/key", headers=admin).json()
+            assert missing["error"]["code"] == "TEAM_NOT_FOUND"
+            assert ex.http.post(f"/admin/teams/{team.team_id}/key").status_code == 401
