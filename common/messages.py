@@ -205,8 +205,9 @@ class KeyReissued(Event, tag="key_reissued", kw_only=True):
 class Heartbeat(Event, tag="heartbeat", kw_only=True):
     service: str
     last_seq: int  # the producer's sequencer position (journal seq for the matcher)
-    # Public (md.*) events sent before this beat: the sum of every public topic's last seq. A
-    # subscriber to every md topic whose own sum is lower lost a frame, even a topic's last one.
+    # Public events sent on this *_pub before this beat (md.*; for events: news and public
+    # signals): the sum of every public topic's last seq. A subscriber to all of them whose
+    # own sum is lower lost a frame, even a topic's last one.
     published: int | None = None
 
 

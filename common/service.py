@@ -128,8 +128,7 @@ class Service:
             return
         self._beat_seq += 1
         beat = Heartbeat(service=self.name, last_seq=self.last_seq(), published=self.published(),
-                         seq=self._beat_seq,
-                         ts_ns=time.time_ns(), epoch=self.epoch)
+                         seq=self._beat_seq, ts_ns=time.time_ns(), epoch=self.epoch)
         send_frame(self.pub, topics.heartbeat(self.name), encode_events(beat))
 
     def decode_as(self, payload: bytes, kind: type[M] | tuple[type[M], ...]) -> M | None:
