@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from common import topics
@@ -31,7 +32,7 @@ from services.gateway.books import BookMirror
 from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable, Sink, wait_matcher
 from services.gateway.hub import Hub
 from services.gateway.limits import RateLimiter
-from services.gateway.ws import POLICY
+from services.gateway.ws import POLICY, REISSUED
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Gateway:
         self.beats: dict[str, float] = {}
         self.taps: list[Sink] = []  # more readers of every feed frame (the dashboard), first
         self.private_taps: list[Sink] = []  # and of every exec.<team> frame
+        self.reissue_taps: list[Callable[[str], None]] = []  # and of every team's key reissue
         self.matcher_ready = asyncio.Event()
         self.md_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -137,10 +139,11 @@ class Gateway:
         return reply.team, reply.key_hash
 
     def _key_reissued(self, event: KeyReissued) -> None:
-        """The old key stops here too: out of the cache, and its stream closed."""
+        """The old key stops here too: out of the cache, and its streams closed."""
         self.keys.forget_team(event.team_id)
-        self.hub.close_team(event.team_id, POLICY, "API key reissued; connect with "
-                            "the new key")
+        self.hub.close_team(event.team_id, POLICY, REISSUED)
+        for tap in self.reissue_taps:
+            tap(event.team_id)
 
     async def authenticate(self, key: str | None) -> TeamInfo | None:
         return await self.keys.team_for(key)

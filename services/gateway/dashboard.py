@@ -47,8 +47,8 @@ from services.gateway.board import Board
 from services.gateway.bridge import BusTimeout, BusUnavailable
 from services.gateway.controls import Controls
 from services.gateway.scores import Standings, team_id
-from services.gateway.spectators import POLICY, Spectator, serve
-from services.gateway.ws import TRY_AGAIN
+from services.gateway.spectators import Spectator, serve
+from services.gateway.ws import POLICY, REISSUED, TRY_AGAIN
 
 if TYPE_CHECKING:
     from services.gateway.app import Api
@@ -74,6 +74,7 @@ class Dashboard:
         self.spectators: set[Spectator] = set()
         self.joining: set[Spectator] = set()
         self.refreshed = asyncio.Event()  # set (and replaced) after each leaderboard refresh
+        self.followers: dict[str, set[asyncio.Event]] = {}  # team -> its open views' revocations
         self.instruments = [{
             "id": i.id, "underlying": i.underlying, "kind": i.kind, "multiplier": i.multiplier,
             "strike": views.price(i.strike), "option_type": i.option_type}
@@ -87,6 +88,7 @@ class Dashboard:
     async def start(self) -> None:
         self.gw.taps.append(self.board.feed)
         self.gw.private_taps.append(self._on_private)
+        self.gw.reissue_taps.append(self._key_reissued)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._poll_loop()),
                        loop.create_task(self._broadcast_loop()),
@@ -292,7 +294,8 @@ class Dashboard:
                                  "role": team.role}, "pending": True}
 
     async def follow_team(self, websocket: WebSocket, api: Api) -> None:
-        """A team's view, sent again after every leaderboard refresh."""
+        """A team's view, sent again after every leaderboard refresh, until the browser goes or
+        the team's key is reissued (the view was opened with the old one)."""
         await websocket.accept()
         team = await self._auth_frame(websocket, api)
         if team is None:
@@ -301,17 +304,28 @@ class Dashboard:
         if isinstance(team, Response):  # the exchange could not say: not a bad key (1008)
             await websocket.close(TRY_AGAIN, "the exchange is unavailable; retry")
             return
-        closed = asyncio.create_task(_until_closed(websocket))
+        revoked = asyncio.Event()
+        self.followers.setdefault(team.team_id, set()).add(revoked)
+        ended = {asyncio.create_task(_until_closed(websocket)),
+                 asyncio.create_task(revoked.wait())}
         try:
-            while not closed.done():
+            while not any(task.done() for task in ended):
                 await websocket.send_text(_frame("team", self.team_view(team)))
                 refreshed = asyncio.create_task(self.refreshed.wait())
-                await asyncio.wait({refreshed, closed}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({refreshed, *ended}, return_when=asyncio.FIRST_COMPLETED)
                 refreshed.cancel()
+            if revoked.is_set():
+                await websocket.close(POLICY, REISSUED)
         except Exception as exc:  # the browser went away mid-send
             log.debug("team view of %s ended: %r", team.team_id, exc)
         finally:
-            closed.cancel()
+            for task in ended:
+                task.cancel()
+            self.followers.get(team.team_id, set()).discard(revoked)
+
+    def _key_reissued(self, team_id: str) -> None:
+        for revoked in self.followers.pop(team_id, ()):
+            revoked.set()
 
     async def _auth_frame(self, websocket: WebSocket, api: Api) -> TeamInfo | Response | None:
         """The team of the first frame's key; None for no key or a bad one, a Response (503)

@@ -17,9 +17,10 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket
 
+from services.gateway.ws import POLICY
+
 log = logging.getLogger(__name__)
 
-POLICY = 1008
 QUEUE = 512  # frames pending per browser before it is dropped as slow
 MAX_CLIENT_FRAME = 4096
 

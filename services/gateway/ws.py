@@ -28,6 +28,7 @@ from services.gateway import views
 log = logging.getLogger(__name__)
 
 GOING_AWAY, POLICY, TRY_AGAIN, INTERNAL = 1001, 1008, 1013, 1011
+REISSUED = "API key reissued; connect with the new key"  # with POLICY, to every stream of it
 # A sender with a backlog lets the rest of the loop in after this many messages: often enough
 # to keep everyone's latency low, seldom enough that the yields cost little (one per message
 # was ~1% of the gateway's CPU at full rate).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -158,8 +159,9 @@ def test_cancels_and_reads_beyond_the_request_rate_are_refused_before_the_matche
 
 
 def test_a_reissued_key_replaces_the_old_one_on_every_gateway(tmp_path: Path) -> None:
-    """The operator reissues a team's key on gateway A. Gateway B, which had the old key cached
-    and a stream open with it, drops both; the new key works everywhere at once."""
+    """The operator reissues a team's key on gateway A. Gateway B, which had the old key cached,
+    and a stream and a dashboard view open with it, drops all three; the new key works
+    everywhere at once."""
     admin = {"X-Admin-Key": "admin-key-for-the-tests-0001"}
     with running(tmp_path / "data", gateway={"id": "gw-a", "admin_key": admin["X-Admin-Key"]}
                  ) as ex:
@@ -170,6 +172,9 @@ def test_a_reissued_key_replaces_the_old_one_on_every_gateway(tmp_path: Path) ->
             stream = Stream(connect(f"ws://127.0.0.1:{port}/ws?api_key={team.key}",
                                     close_timeout=2))
             stream.next()
+            view = connect(f"ws://127.0.0.1:{port}/ws/team", close_timeout=2)
+            view.send(json.dumps({"type": "auth", "api_key": team.key}))
+            assert json.loads(view.recv(timeout=5))["type"] == "team"
             answer = ex.http.post(f"/admin/teams/{team.team_id}/key", headers=admin).json()
             assert answer["success"] and answer["data"]["team_id"] == team.team_id
             new_key = {"X-API-Key": answer["data"]["api_key"]}
@@ -178,6 +183,11 @@ def test_a_reissued_key_replaces_the_old_one_on_every_gateway(tmp_path: Path) ->
                     stream.next()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
             assert "reissued" in closed.value.rcvd.reason
+            deadline = time.monotonic() + 5  # the view is sent again at every refresh
+            with pytest.raises(ConnectionClosed):
+                while time.monotonic() < deadline:
+                    view.recv(timeout=5)
+            assert view.close_code == 1008 and "reissued" in (view.close_reason or "")
             for client in (ex.http, b):
                 assert client.get("/positions", headers=team.headers).status_code == 401
                 assert client.get("/positions", headers=new_key).json()["data"]["team_id"] == (
