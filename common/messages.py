@@ -209,6 +209,9 @@ class Heartbeat(Event, tag="heartbeat", kw_only=True):
     # signals): the sum of every public topic's last seq. A subscriber to all of them whose
     # own sum is lower lost a frame, even a topic's last one.
     published: int | None = None
+    # The matcher's key reissues so far (the last seq of sys.keys): a gateway that has seen
+    # fewer lost one, and drops every key it has cached.
+    keys: int | None = None
 
 
 # --- request/reply over a producer's ROUTER (snapshots, replay, read-only queries) ---

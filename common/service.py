@@ -68,6 +68,10 @@ class Service:
         """Public events sent so far, for heartbeats; None where the service publishes none."""
         return None
 
+    def keys_reissued(self) -> int | None:
+        """Key reissues so far, for heartbeats: the matcher's only."""
+        return None
+
     # --- the machinery ---
 
     def run(self) -> None:
@@ -128,7 +132,8 @@ class Service:
             return
         self._beat_seq += 1
         beat = Heartbeat(service=self.name, last_seq=self.last_seq(), published=self.published(),
-                         seq=self._beat_seq, ts_ns=time.time_ns(), epoch=self.epoch)
+                         keys=self.keys_reissued(), seq=self._beat_seq, ts_ns=time.time_ns(),
+                         epoch=self.epoch)
         send_frame(self.pub, topics.heartbeat(self.name), encode_events(beat))
 
     def decode_as(self, payload: bytes, kind: type[M] | tuple[type[M], ...]) -> M | None:

@@ -40,6 +40,7 @@ class KeyRing:
         self._negative_ttl = negative_ttl_s
         self._known: OrderedDict[str, tuple[str, TeamInfo]] = OrderedDict()
         self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._reissues: int | None = None  # the last reissue we know of; None: none known yet
 
     def remember(self, hashed: str, team: TeamInfo) -> None:
         self._known[hashed] = (hashed, team)
@@ -47,10 +48,22 @@ class KeyRing:
         if len(self._known) > self._size:
             self._known.popitem(last=False)
 
-    def forget_team(self, team_id: str) -> None:
-        """Its key was replaced: the next use of any key of the team asks the matcher again."""
-        for hashed in [h for h, (_, team) in self._known.items() if team.team_id == team_id]:
-            del self._known[hashed]
+    def reissued(self, team_id: str, seq: int) -> None:
+        """The team's key was replaced (the `seq`th reissue): the next use of any key of the
+        team asks the matcher again. After a gap, every key does: the lost one could be any."""
+        if self._reissues is None or seq > self._reissues + 1:
+            self._known.clear()
+        else:
+            for hashed in [h for h, (_, team) in self._known.items() if team.team_id == team_id]:
+                del self._known[hashed]
+        self._reissues = max(seq, self._reissues or 0)
+
+    def reissues_seen(self, reissues: int) -> None:
+        """The matcher's count of reissues (heartbeats): more than we were told of means one
+        was lost, even the last; so is any before our first count (the cache may predate it)."""
+        if self._reissues is None or reissues > self._reissues:
+            self._known.clear()
+            self._reissues = reissues
 
     async def team_for(self, key: str | None) -> TeamInfo | None:
         """The key's team, or None for a key that is malformed or not registered."""

@@ -134,15 +134,11 @@ class BookMirror:
         elif isinstance(event, MarketStatus):
             self.phase, self.halted = event.phase, list(event.halted)
 
-    def beat(self, payload: bytes) -> None:
+    def beat(self, beat: Heartbeat) -> None:
         """A matcher heartbeat: every md event it counts must be applied by now (one socket,
         in order), each having raised its topic's seq by one."""
-        try:
-            beat = decode(payload)
-        except DecodeError:
-            return
-        if (isinstance(beat, Heartbeat) and beat.published is not None and self.synced
-                and beat.epoch == self.epoch and sum(self._seqs.values()) < beat.published):
+        if (beat.published is not None and self.synced and beat.epoch == self.epoch
+                and sum(self._seqs.values()) < beat.published):
             self._resync(f"{beat.published} md events published, "
                          f"{sum(self._seqs.values())} applied")
 

@@ -19,12 +19,15 @@ from common import topics
 from common.config import Config
 from common.instruments import build_instruments
 from common.messages import (
+    DecodeError,
+    Heartbeat,
     KeyReissued,
     MarketSnapshot,
     SnapshotRequest,
     TeamInfo,
     TeamQuery,
     TeamReply,
+    decode,
 )
 from common.service import Context
 from services.gateway.auth import KeyRing
@@ -119,8 +122,10 @@ class Gateway:
         elif topic.startswith(topics.HEARTBEAT):
             service = topic[len(topics.HEARTBEAT):].decode(errors="replace")
             self.beats[service] = time.monotonic()
-            if service == "matcher":
-                self.mirror.beat(payload)
+            if service == "matcher" and (beat := _heartbeat(payload)) is not None:
+                self.mirror.beat(beat)
+                if beat.keys is not None:
+                    self.keys.reissues_seen(beat.keys)
         elif topic.startswith(topics.SIGNAL):
             self.hub.signal(topic, payload)
         elif topic == topics.NEWS:
@@ -140,7 +145,7 @@ class Gateway:
 
     def _key_reissued(self, event: KeyReissued) -> None:
         """The old key stops here too: out of the cache, and its streams closed."""
-        self.keys.forget_team(event.team_id)
+        self.keys.reissued(event.team_id, event.seq)
         self.hub.close_team(event.team_id, POLICY, REISSUED)
         for tap in self.reissue_taps:
             tap(event.team_id)
@@ -161,3 +166,11 @@ class Gateway:
         matcher_alive = services.get("matcher", {}).get("alive", False)
         return {"status": "ok" if matcher_alive else "degraded", "service": "itg-gateway",
                 "version": VERSION, "gateway_id": self.gw_id, "services": services}
+
+
+def _heartbeat(payload: bytes) -> Heartbeat | None:
+    try:
+        beat = decode(payload)
+    except DecodeError:
+        return None
+    return beat if isinstance(beat, Heartbeat) else None

@@ -145,6 +145,9 @@ class MatcherService(Service):
     def published(self) -> int:
         return self._md_published
 
+    def keys_reissued(self) -> int:
+        return self.engine.seqs.get(topics.KEYS, 0)
+
     def _recover(self) -> tuple[Engine, bool]:
         """The engine as the last run left it, under the rules now configured; False if no
         snapshot holds those rules yet."""

@@ -15,11 +15,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from common.messages import Command, NewOrder
+from common.messages import Command, KeyReissued, NewOrder
 from services.gateway.service import GatewayService
 from services.launcher import Cluster
 from services.matcher.service import MatcherService
-from tests.conftest import make_config
+from tests.conftest import make_config, wait_for
 from tests.integration.gw import Stream, running
 
 
@@ -195,3 +195,22 @@ def test_a_reissued_key_replaces_the_old_one_on_every_gateway(tmp_path: Path) ->
             missing = ex.http.post("/admin/teams/TEAM_999/key", headers=admin).json()
             assert missing["error"]["code"] == "TEAM_NOT_FOUND"
             assert ex.http.post(f"/admin/teams/{team.team_id}/key").status_code == 401
+
+
+def test_a_gateway_that_lost_a_key_reissue_stops_taking_the_old_key(tmp_path: Path) -> None:
+    """The reissue's frame on sys.keys never reaches this gateway (PUB/SUB may drop); the
+    matcher's next heartbeat counts one more reissue than it saw, and the cached key goes."""
+    admin = {"X-Admin-Key": "admin-key-for-the-tests-0001"}
+    with running(tmp_path / "data", gateway={"admin_key": admin["X-Admin-Key"]}) as ex:
+        team = ex.register("lossy")
+        assert ex.http.get("/positions", headers=team.headers).status_code == 200  # cached
+        gateway = ex.gateway.gateway
+        lost: list[KeyReissued] = []
+        gateway.bridge.on_key_reissued = lost.append  # the frame is lost: nothing acts on it
+        answer = ex.http.post(f"/admin/teams/{team.team_id}/key", headers=admin).json()
+        assert answer["success"] and len(lost) == 1
+        wait_for(lambda: ex.http.get("/positions", headers=team.headers).status_code == 401,
+                 5, "the old key refused")
+        new_key = {"X-API-Key": answer["data"]["api_key"]}
+        assert ex.http.get("/positions", headers=new_key).json()["data"]["team_id"] == (
+            team.team_id)

@@ -216,6 +216,46 @@ def test_keys_are_hashed_looked_up_once_and_unknown_ones_cached() -> None:
     assert asked == [key_hash(key), key_hash("itg_wrong")]
 
 
+def test_a_lost_key_reissue_empties_the_key_cache() -> None:
+    """Reissues come numbered on sys.keys, and the matcher's heartbeat counts them: a key
+    whose reissue was lost (a gap, or a count above the last one seen) is not served from
+    the cache; a reissue in order forgets only its own team's keys."""
+    other = TeamInfo(team_id="TEAM_002", team_name="b", role="hedge_fund", created_ns=0)
+    keys = {key_hash("itg_a"): TEAM, key_hash("itg_b"): other}
+    asked: list[str] = []
+
+    async def lookup(hashed: str) -> tuple[TeamInfo, str] | None:
+        asked.append(hashed)
+        return keys[hashed], hashed
+
+    async def cached(ring: KeyRing) -> set[str]:
+        """The keys served without asking the matcher."""
+        before = len(asked)
+        for key in ("itg_a", "itg_b"):
+            await ring.team_for(key)
+        return {k for k in ("itg_a", "itg_b") if key_hash(k) not in asked[before:]}
+
+    async def run() -> None:
+        ring = KeyRing(lookup, size=10, negative_ttl_s=60)
+        await cached(ring)
+        ring.reissues_seen(3)  # the first count: anything cached before it may be stale
+        assert await cached(ring) == set()
+        assert await cached(ring) == {"itg_a", "itg_b"}
+        ring.reissues_seen(3)  # nothing new
+        assert await cached(ring) == {"itg_a", "itg_b"}
+        ring.reissued(TEAM.team_id, 4)  # in order: that team only
+        assert await cached(ring) == {"itg_b"}
+        ring.reissues_seen(3)  # a beat sent before reissue 4 arrived late: says nothing
+        assert await cached(ring) == {"itg_a", "itg_b"}
+        ring.reissued(TEAM.team_id, 6)  # 5 was lost, and could be anyone's
+        assert await cached(ring) == set()
+        ring.reissues_seen(7)  # 7 was lost: no later reissue may ever tell
+        assert await cached(ring) == set()
+        assert await cached(ring) == {"itg_a", "itg_b"}
+
+    asyncio.run(run())
+
+
 def test_api_shapes_fees_and_prices() -> None:
     report = ExecutionReport(order_id="O", client_order_id=None, team_id="T", trade_id="TR",
                              instrument_id="X", side="sell", executed_quantity=10,
@@ -313,16 +353,14 @@ def test_stored_records_count_exactly_and_skip_a_producer_numbering_afresh(
 def test_book_mirror_finds_a_lost_last_delta_by_the_matchers_heartbeat() -> None:
     """No later delta reveals the loss of a quiet book's last one; the heartbeat's count of
     public events (the sum of every md topic's seq) does."""
-    def beat(published: int, epoch: int = 7) -> bytes:
-        return encode(Heartbeat(service="matcher", last_seq=99, published=published,
-                                epoch=epoch))
+    def beat(published: int, epoch: int = 7) -> Heartbeat:
+        return Heartbeat(service="matcher", last_seq=99, published=published, epoch=epoch)
     mirror = BookMirror(lambda iid: None)
     mirror.load(snapshot([(100, 2)], book_seq=5))
     mirror.feed(b"md.book.X", delta(6, [("sell", 101, 4)]))
     mirror.beat(beat(6))  # all applied
     mirror.beat(beat(9, epoch=6))  # another epoch's count says nothing about this one
-    mirror.beat(encode(Heartbeat(service="matcher", last_seq=99, epoch=7)))  # no count
-    mirror.beat(b"\xc1")  # not msgpack: dropped
+    mirror.beat(Heartbeat(service="matcher", last_seq=99, epoch=7))  # no count
     assert mirror.synced and mirror.resyncs == 0
     mirror.beat(beat(7))  # delta 7 never came
     assert not mirror.synced and mirror.need_snapshot.is_set() and mirror.resyncs == 1
