@@ -359,7 +359,7 @@ class SeqTracker:
 def decode_ws(raw: str | bytes) -> WsMessage | None:
     try:
         return msgspec.json.decode(raw, type=WsMessage)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # deep nesting
         return None
 
 

@@ -488,7 +488,10 @@ AnyMessage = (
     | FeedSnapshot
 )
 
-DecodeError = (msgspec.DecodeError, msgspec.ValidationError)
+# What decoding bad input may raise. msgspec raises RecursionError for a frame nested deeper
+# than the interpreter's stack allows: a kilobyte of nested arrays in any `Any` field (or in a
+# field it skips) would otherwise take down whichever service read it.
+DecodeError = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 # Stateless and thread-safe: one encoder/decoder pair serves every service.
 _ENCODER = msgspec.msgpack.Encoder()

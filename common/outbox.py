@@ -15,6 +15,7 @@ from itertools import islice
 import zmq
 
 from common.config import DbConfig
+from common.messages import DecodeError
 from common.records import AnyRecord, BatchAck, RecordBatch, decode_frame, encode_frame
 from common.service import Context, Service
 from common.transport import PERSIST_CHANNELS, recv_frames, send_frame
@@ -207,7 +208,7 @@ class RecordLink:
                 return
             try:
                 ack = decode_frame(frames[-1])
-            except ValueError as exc:  # msgspec's decode errors derive from ValueError
+            except DecodeError as exc:
                 self._service.count_bad("malformed", str(exc))
                 continue
             if isinstance(ack, BatchAck) and ack.stream == self.outbox.stream:

@@ -73,6 +73,14 @@ def snapshot_from(data_dir: Path, last_seq: int, timeout: float = 10.0) -> Engin
     return found[0]
 
 
+def nested(type_tag: str, depth: int = 5_000) -> bytes:
+    """A small frame of the given type with an extra field `depth` arrays deep: decoding it
+    recurses past the interpreter's limit (msgspec raises RecursionError, even for a field it
+    only skips)."""
+    head = b"\x82\xa4type" + bytes([0xA0 + len(type_tag)]) + type_tag.encode() + b"\xa5extra"
+    return head + b"\x91" * depth + b"\xc0"
+
+
 def make_config(data_dir: Path, **overrides: Any) -> Config:
     return load_config(env={}, overrides={"data_dir": str(data_dir), **overrides})
 

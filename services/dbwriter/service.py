@@ -8,6 +8,7 @@ from functools import partial
 
 import zmq
 
+from common.messages import DecodeError
 from common.records import BatchAck, RecordBatch, decode_frame, encode_frame
 from common.service import Context, Service, Socket
 from common.transport import PERSIST_CHANNELS, recv_frames, send_frame
@@ -42,7 +43,7 @@ class DbWriterService(Service):
     def _write(self, payload: bytes) -> None:
         try:
             batch = decode_frame(payload)
-        except (ValueError, TypeError) as exc:  # msgspec's errors derive from these
+        except DecodeError as exc:
             self._bad("malformed", str(exc))
             return
         if not isinstance(batch, RecordBatch) or batch.stream not in self._acks:

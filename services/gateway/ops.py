@@ -25,7 +25,7 @@ from fastapi.responses import Response as HttpResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import topics
-from common.messages import Command, Heartbeat, Response, TradePrint
+from common.messages import Command, DecodeError, Heartbeat, Response, TradePrint
 from services.gateway import schemas, views
 from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable
 from services.gateway.core import Gateway
@@ -143,7 +143,7 @@ class Monitor:
         """The frame decoded, or None: a malformed one is counted under `kind`."""
         try:
             return decoder.decode(payload)
-        except msgspec.DecodeError:
+        except DecodeError:
             self.bad[kind] = self.bad.get(kind, 0) + 1
             return None
 

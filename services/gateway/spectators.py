@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket
 
+from common.messages import DecodeError
 from services.gateway.ws import POLICY
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Spectator:
                 continue
             try:
                 body = msgspec.json.decode(text)
-            except msgspec.DecodeError:
+            except DecodeError:
                 continue
             if isinstance(body, dict):
                 on_message(self, body)

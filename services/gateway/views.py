@@ -16,6 +16,7 @@ import msgspec
 from common.messages import (
     CancelAck,
     CancelReject,
+    DecodeError,
     ExecutionReport,
     Message,
     OpenOrder,
@@ -127,7 +128,7 @@ def feed_data(payload: bytes) -> Data | None:
     """A news or signal frame as plain data, whatever its producer's struct (tolerant)."""
     try:
         raw = msgspec.msgpack.decode(payload)
-    except msgspec.DecodeError:
+    except DecodeError:
         return None
     if not isinstance(raw, dict):
         return None

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import msgspec
 from starlette.websockets import WebSocket
 
-from common.messages import TeamInfo
+from common.messages import DecodeError, TeamInfo
 from services.gateway import views
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ class Connection:
     def _answer(text: str | None) -> Item:
         try:
             kind = msgspec.json.decode(text or "", type=dict[str, Any]).get("type")
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except DecodeError:
             kind = None
         if kind == "ping":
             return item("pong", {})

@@ -20,7 +20,7 @@ from common.transport import make_socket, recv_frames, send_frame
 from services.dbwriter.service import DbWriterService
 from services.dbwriter.store import Store
 from services.launcher import Cluster
-from tests.conftest import make_config
+from tests.conftest import make_config, nested
 
 
 def trade(seq: int) -> TradeRecord:
@@ -73,12 +73,12 @@ def test_bad_frames_are_counted_and_the_writer_goes_on(
     _, cluster, records, acks = setup
     for junk in (b"\x00garbage", msgpack.packb({"type": "rec_batch", "stream": 5}),
                  encode_frame(BatchAck(stream="matcher", first_seq=1, last_seq=1)),
-                 encode_frame(RecordBatch(stream="nobody", records=[]))):
+                 encode_frame(RecordBatch(stream="nobody", records=[])), nested("rec_batch")):
         send_frame(records, b"rec", junk)
     send_frame(records, b"rec", encode_frame(RecordBatch(stream="matcher", records=[trade(1)])))
     acks_until(acks, {1})
     counters = cluster.services["dbwriter"].counters
-    assert counters["bad_frames.malformed"] == 2 and counters["bad_frames.unexpected"] == 2
+    assert counters["bad_frames.malformed"] == 3 and counters["bad_frames.unexpected"] == 2
 
 
 def test_a_record_the_database_refuses_is_buried_and_its_batch_acknowledged(

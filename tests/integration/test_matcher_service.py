@@ -42,7 +42,7 @@ from common.transport import make_socket, recv_frames
 from services.launcher import Cluster, ClusterError
 from services.matcher.engine import Engine
 from services.matcher.service import MatcherService
-from tests.conftest import FAST, make_config, wait_for
+from tests.conftest import FAST, make_config, nested, wait_for
 
 
 @pytest.fixture
@@ -100,20 +100,26 @@ def test_bad_frames_are_counted_dropped_and_service_goes_on(
         [b"cmd", msgpack.packb([1, 2, 3])],
         [b"cmd", encode(Ping())],  # well-formed, but not a command
         [b"cmd", b""],
+        [b"cmd", nested("new_order")],  # once, it killed the matcher (RecursionError)
     ]
     for frames in bad:
         raw.send_multipart(frames)
     raw.close()
+    acks = make_socket(cluster.ctx, config, "matcher_acks", bind=False)
+    acks.send_multipart([b"ack", nested("rec_batch_ack")])
     assert client.request(order(team, "buy", 1, 100)).ok
     counters = cluster.services["matcher"].counters
-    assert counters["bad_frames.malformed"] == 5 and counters["bad_frames.unexpected"] == 1
-    rpc = make_socket(cluster.ctx, config, "matcher_rpc", bind=False)
-    rpc.send(b"\x00not msgpack")
-    assert rpc.poll(5000)
-    assert isinstance(decode(rpc.recv()), ErrorReply)
-    rpc.send(encode(order(team, "buy", 1, 1)))  # a command is not a request
-    assert rpc.poll(5000) and isinstance(decode(rpc.recv()), ErrorReply)
-    rpc.close()
+    wait_for(lambda: counters["bad_frames.malformed"] == 7, 5, "the bad ack counted")
+    assert counters["bad_frames.unexpected"] == 1
+    acks.close()
+    for channel in ("matcher_rpc", "matcher_pub_rpc"):
+        rpc = make_socket(cluster.ctx, config, channel, bind=False)
+        for junk in (b"\x00not msgpack", nested("ping"),
+                     encode(order(team, "buy", 1, 1))):  # a command is not a request
+            rpc.send(junk)
+            assert rpc.poll(5000), channel
+            assert isinstance(decode(rpc.recv()), ErrorReply)
+        rpc.close()
     assert client.call(Ping(), Pong).last_seq == 2
 
 
