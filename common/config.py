@@ -120,6 +120,11 @@ def _default_underlyings() -> tuple[UnderlyingConfig, ...]:
     )
 
 
+# Bounds on value in cents (see GameConfig._check_values): a fill's, so that cash (their sum)
+# would need millions of the largest fills to near 2**63, and a position's at its mark.
+MAX_FILL_CENTS, MAX_POSITION_CENTS = 2**53, 2**60
+
+
 class GameConfig(_Section, frozen=True, kw_only=True):
     seed: int = 42
     initial_phase: str = "continuous"
@@ -139,6 +144,21 @@ class GameConfig(_Section, frozen=True, kw_only=True):
             raise ValueError(f"underlyings: at least one, each symbol once (got {symbols})")
         if not any(r.registrable for r in self.roles.values()):
             raise ValueError("roles: at least one must be registrable, or no team can join")
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Money stays far inside the 64-bit integers the bus carries: an order of 10**17 at
+        $10 once made a result the matcher could not publish, after journaling it, so every
+        restart replayed it into the same crash."""
+        unit = self.max_price_ticks * max(u.multiplier for u in self.underlyings)
+        for name, r in self.roles.items():
+            if r.max_order_size * unit > MAX_FILL_CENTS:
+                raise ValueError(f"roles.{name}.max_order_size: {r.max_order_size} at max_price "
+                                 f"is worth more than {MAX_FILL_CENTS} cents in one fill")
+            limit = max(r.position_limit, r.total_position_limit, r.underlying_position_limit)
+            if limit * unit > MAX_POSITION_CENTS:
+                raise ValueError(f"roles.{name}: a position limit of {limit} at max_price is "
+                                 f"worth more than {MAX_POSITION_CENTS} cents")
 
     @property
     def max_price_ticks(self) -> int:
@@ -258,6 +278,11 @@ class Config(_Section, frozen=True, kw_only=True):
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         self._check_start_prices()
+        if len(self.simulator.regime_vols) < 3 and self.events.forecast_false_alarm_share < 1:
+            # it passed the load, then the events service refused to start
+            raise ValueError("events.forecast_false_alarm_share must be 1 with two regimes "
+                             "(simulator.regime_vols): a wrong forecast can name no other "
+                             "regime, so every wrong one is a false alarm")
 
     def _check_start_prices(self) -> None:
         """The simulator opens SPX at `spx_start` and SPY at SPX / `spy_ratio`: an underlying's

@@ -69,9 +69,7 @@ class VolForecaster:
         self._vols = tuple(regime_vols)
         self._lead_min = settings.forecast_lead_min_ticks
         self._lead_max = settings.forecast_lead_max_ticks
-        share = settings.forecast_false_alarm_share
-        if len(self._vols) < 3 and share < 1.0:
-            raise ValueError("with two regimes every wrong forecast must be a false alarm")
+        share = settings.forecast_false_alarm_share  # 1 with two regimes (config checks it)
         wrong = 1.0 - settings.forecast_accuracy
         self._p_right = settings.forecast_accuracy / (1.0 - share * wrong)
         false_per_change = share * wrong / (1.0 - share * wrong)

@@ -103,6 +103,16 @@ def test_a_role_table_changes_only_what_it_names() -> None:
     ({"simulator": {"price_tick": 0.05}}, "unknown field `price_tick`"),  # prices are cents
     ({"bus": {"hosts": {"sim": "10.0.0.2"}}}, r"hosts: unknown service\(s\) \['sim'\]"),
     ({"game": {"roles": {"newcomer": {"max_orders_per_s": 3}}}}, "maker_fee_cents"),
+    # one order of 10**17 made a result the matcher could not publish, after journaling it
+    ({"game": {"roles": {"market_maker": {"max_order_size": 10**17}}}},
+     "market_maker.max_order_size: 100000000000000000 at max_price"),
+    ({"game": {"max_price": 1e12}}, "max_order_size: 1000 at max_price"),
+    ({"game": {"roles": {"house": {"underlying_position_limit": 10**17}}}},
+     "roles.house: a position limit of 100000000000000000"),
+    ({"simulator": {"regime_names": ["calm", "stormy"], "regime_vols": [0.1, 0.5],
+                    "regime_matrix": [[0.95, 0.05], [0.05, 0.95]],
+                    "news_regime_matrix": [[0.0, 1.0], [1.0, 0.0]]}},
+     "events.forecast_false_alarm_share must be 1 with two regimes"),
 ])
 def test_a_game_or_log_setting_that_cannot_work_fails_at_load(overrides: dict[str, Any],
                                                               message: str) -> None:
