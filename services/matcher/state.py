@@ -86,6 +86,7 @@ def restore(engine: Engine, state: EngineState) -> None:
     """Load `state` into a freshly built engine."""
     if state.version != STATE_VERSION:
         raise ValueError(f"snapshot version {state.version}, this build reads {STATE_VERSION}")
+    _check_roles(state, engine.game.roles.keys())
     _drop_unconfigured(state, engine.instruments.keys())
     engine.last_seq, engine.last_ts, engine.phase = state.last_seq, state.last_ts, state.phase
     engine.halted = set(state.halted)
@@ -104,6 +105,18 @@ def restore(engine: Engine, state: EngineState) -> None:
     for book in engine.books.values():
         book.drain_changes()
     engine.take_records()  # the fresh engine's house-team records: the snapshot had them
+
+
+def _check_roles(state: EngineState, configured: Collection[str]) -> None:
+    """Teams of a role taken out of the config: refused. Their next order, or a fill against
+    one of their resting orders, needs the role's limits and fees (it was a KeyError that
+    stopped the matcher each time)."""
+    orphans = sorted(f"{t.team_id} ({t.role})" for t in state.teams if t.role not in configured)
+    if orphans:
+        raise ValueError(
+            f"teams {', '.join(orphans)} are in this game but their roles are not in the "
+            "configured game.roles; configure them again to restart it (to stop new teams "
+            "of a role joining, set its registrable = false)")
 
 
 def _drop_unconfigured(state: EngineState, configured: Collection[str]) -> None:

@@ -425,3 +425,29 @@ def test_a_restart_without_an_instrument_that_holds_orders_or_positions_is_refus
         reply = client.call(AccountQuery(team_id=a), AccountReply)
         assert reply.positions == {"SPX_4300_PUT": -1}
         client.close()
+
+
+def test_a_restart_without_the_role_of_a_team_in_the_game_is_refused_clearly(
+        tmp_path: Path) -> None:
+    """A role disabled between runs: its teams' next order, or a fill against their resting
+    orders, stopped the matcher (KeyError) on every start after. Now the start is refused,
+    naming them, and nothing is changed: the old config starts the game again."""
+    def config(hedge_funds: bool) -> Config:
+        return make_config(tmp_path / "data",
+                           game={"roles": {"hedge_fund": {"enabled": hedge_funds}}})
+    with Cluster(config(True), ["matcher"]) as cluster:
+        client = MatcherClient(cluster.config, cluster.ctx)
+        client.wait_ready()
+        fund = register(client, "fund", role="hedge_fund")
+        assert client.request(order(fund, "sell", 5, 1000)).ok  # resting
+        client.close()
+    with pytest.raises(ClusterError) as refused:
+        Cluster(config(False), ["matcher"]).start()
+    assert f"{fund} (hedge_fund)" in str(refused.value)
+    with Cluster(config(True), ["matcher"]) as cluster:
+        client = MatcherClient(cluster.config, cluster.ctx)
+        client.wait_ready()
+        taker = register(client, "taker")
+        filled = client.request(order(taker, "buy", 5, 1000)).result
+        assert filled is not None and filled.status == "filled"
+        client.close()
