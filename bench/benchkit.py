@@ -16,9 +16,9 @@ RELAXED = """
 [game.roles.market_maker]
 maker_fee_cents = 2
 taker_fee_cents = -1
-position_limit = 1000000000
-total_position_limit = 1000000000
-underlying_position_limit = 1000000000
+position_limit = 10000000
+total_position_limit = 100000000
+underlying_position_limit = 10000000
 max_order_size = 1000
 max_orders_per_s = 1000000
 position_limit_code = "MM_POS_LIMIT"

@@ -14,8 +14,8 @@ from services.matcher.book import OrderBook
 from services.matcher.engine import Engine
 
 BENCH_ROLE: dict[str, Any] = {
-    "maker_fee_cents": 1, "taker_fee_cents": -2, "position_limit": 10**9,
-    "total_position_limit": 10**10, "underlying_position_limit": 10**9,
+    "maker_fee_cents": 1, "taker_fee_cents": -2, "position_limit": 10**7,
+    "total_position_limit": 10**8, "underlying_position_limit": 10**7,
     "max_order_size": 10**6, "max_orders_per_s": 10**9,
 }
 TEAMS = 10

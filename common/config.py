@@ -120,9 +120,9 @@ def _default_underlyings() -> tuple[UnderlyingConfig, ...]:
     )
 
 
-# Bounds on value in cents (see GameConfig._check_values): a fill's, so that cash (their sum)
-# would need millions of the largest fills to near 2**63, and a position's at its mark.
-MAX_FILL_CENTS, MAX_POSITION_CENTS = 2**53, 2**60
+# The most one order or one position may be worth at max_price, in cents: an eighth of the
+# 64-bit range the bus carries (see GameConfig._check_values).
+MAX_VALUE_CENTS = 2**60
 
 
 class GameConfig(_Section, frozen=True, kw_only=True):
@@ -152,13 +152,13 @@ class GameConfig(_Section, frozen=True, kw_only=True):
         restart replayed it into the same crash."""
         unit = self.max_price_ticks * max(u.multiplier for u in self.underlyings)
         for name, r in self.roles.items():
-            if r.max_order_size * unit > MAX_FILL_CENTS:
+            if r.max_order_size * unit > MAX_VALUE_CENTS:
                 raise ValueError(f"roles.{name}.max_order_size: {r.max_order_size} at max_price "
-                                 f"is worth more than {MAX_FILL_CENTS} cents in one fill")
+                                 f"is worth more than {MAX_VALUE_CENTS} cents")
             limit = max(r.position_limit, r.total_position_limit, r.underlying_position_limit)
-            if limit * unit > MAX_POSITION_CENTS:
+            if limit * unit > MAX_VALUE_CENTS:
                 raise ValueError(f"roles.{name}: a position limit of {limit} at max_price is "
-                                 f"worth more than {MAX_POSITION_CENTS} cents")
+                                 f"worth more than {MAX_VALUE_CENTS} cents")
 
     @property
     def max_price_ticks(self) -> int:

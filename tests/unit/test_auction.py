@@ -32,7 +32,7 @@ from services.matcher.engine import Engine
 
 Levels = list[tuple[int, int]]  # (price, quantity), one entry per price
 
-HUGE = 10**9
+HUGE = 10**6  # no limit is reached (a config bounds them: 10**6 lots at max_price is the most)
 FEES = {"maker_fee_cents": 2, "taker_fee_cents": -1}
 IIDS = ("SPX_4500_CALL", "SPY")
 MULTIPLIER = {"SPX_4500_CALL": 100, "SPY": 1}

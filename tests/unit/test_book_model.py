@@ -56,7 +56,7 @@ INSTRUMENTS = ("SPX_4500_CALL", "SPX_4400_PUT", "SPY")
 MULTIPLIER = {"SPX_4500_CALL": 100, "SPX_4400_PUT": 100, "SPY": 1}
 LO, HI = 95, 105  # price ticks: a narrow band, so orders cross often
 MAX_QTY = 20
-HUGE = 10**9
+HUGE = 10**6  # no limit is reached (a config bounds them: 10**6 lots at max_price is the most)
 GW = "gw-test"  # responses are only emitted when the command names a gateway
 
 ROLES: dict[str, dict[str, int]] = {

@@ -106,7 +106,7 @@ def test_a_role_table_changes_only_what_it_names() -> None:
     # one order of 10**17 made a result the matcher could not publish, after journaling it
     ({"game": {"roles": {"market_maker": {"max_order_size": 10**17}}}},
      "market_maker.max_order_size: 100000000000000000 at max_price"),
-    ({"game": {"max_price": 1e12}}, "max_order_size: 1000 at max_price"),
+    ({"game": {"max_price": 1e14}}, "max_order_size: 1000 at max_price"),
     ({"game": {"roles": {"house": {"underlying_position_limit": 10**17}}}},
      "roles.house: a position limit of 100000000000000000"),
     ({"simulator": {"regime_names": ["calm", "stormy"], "regime_vols": [0.1, 0.5],
