@@ -144,12 +144,12 @@ class Api:
             return me
         return await self.admitted(me, then)
 
-    async def admitted(self, me: TeamInfo,
-                       then: Callable[[TeamInfo], Awaitable[handlers.Body]]) -> Response:
-        """`then`, within the team's request rate."""
+    async def admitted(self, me: TeamInfo, then: Callable[[TeamInfo], Awaitable[handlers.Body]],
+                       request_id: str | None = None) -> Response:
+        """`then`, within the team's request rate (a refusal echoes the `request_id`)."""
         gw = self.gw
         if (over := gw.requests.admit(me.team_id, gw.settings.max_requests_per_s)) is not None:
-            return _json(handlers.failure(None, "RATE_LIMIT_EXCEEDED",
+            return _json(handlers.failure(request_id, "RATE_LIMIT_EXCEEDED",
                                           "Request rate limit exceeded", over))
         return _json(await then(me))
 

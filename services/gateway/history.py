@@ -167,7 +167,7 @@ def install(app: FastAPI, api: Any, history: History) -> None:
             async def then(me: TeamInfo) -> handlers.Body:
                 return await _answer(history, request_id, window, key, shape, statement,
                                      team=me.team_id)
-            return await api.admitted(me, then)
+            return await api.admitted(me, then, request_id)
 
     own("/history/trades", "trades", _trade, OWN_TRADES, "Your trades (side and fee are yours)")
     own("/history/orders", "orders", _order, OWN_ORDERS, "Your orders and their final states")
@@ -185,7 +185,7 @@ def install(app: FastAPI, api: Any, history: History) -> None:
         async def then(_me: TeamInfo) -> handlers.Body:
             return await _answer(history, request_id, window, "trades", _trade, PUBLIC_TRADES,
                                  instrument=instrument_id)
-        return await api.admitted(me, then)
+        return await api.admitted(me, then, request_id)
 
     @app.get("/market/prices", summary="Underlying prices or option fair values over time",
              openapi_extra=SECURED, responses=RESPONSES)
@@ -200,4 +200,4 @@ def install(app: FastAPI, api: Any, history: History) -> None:
         async def then(_me: TeamInfo) -> handlers.Body:
             return await _answer(history, request_id, window, "prices", _price, PRICES,
                                  instrument=instrument_id, kind=kind)
-        return await api.admitted(me, then)
+        return await api.admitted(me, then, request_id)

@@ -150,6 +150,8 @@ def test_cancels_and_reads_beyond_the_request_rate_are_refused_before_the_matche
         assert (refused["scope"], refused["limit"]) == ("requests", 5)
         assert 0 < refused["retry_after_s"] <= 1
         assert matcher.last_seq() == before + 5  # only the admitted ones were journaled
+        read = ex.http.get("/history/trades?request_id=mine", headers=team.headers).json()
+        assert (read["error"]["code"], read["request_id"]) == ("RATE_LIMIT_EXCEEDED", "mine")
         other = ex.register("quiet")
         assert other.cancel("ORD_00000001")["error"]["code"] == "CANCEL_FAILED"  # per team
         time.sleep(refused["retry_after_s"] + 0.05)
