@@ -152,7 +152,9 @@ def _check(gw: Gateway, role: RoleConfig | None, req: OrderRequest,
 
 async def place(gw: Gateway, me: TeamInfo, req: OrderRequest) -> Body:
     rid = req.request_id
-    order_type = req.order_type or ("limit" if req.price is not None else "market")
+    order_type = req.order_type  # inferred only when absent: "" is no order type
+    if order_type is None:
+        order_type = "limit" if req.price is not None else "market"
     role = gw.config.game.roles.get(me.role)
     ticks = _check(gw, role, req, order_type)
     if isinstance(ticks, tuple):

@@ -136,6 +136,8 @@ def test_market_maker_position_limit_counts_resting_orders(
     ({"instrument_id": CALL, "side": "hold", "quantity": 1, "price": 1.0}, "INVALID_SIDE"),
     ({"instrument_id": CALL, "side": "buy", "quantity": 1, "order_type": "stop", "price": 1.0},
      "INVALID_ORDER_TYPE"),
+    ({"instrument_id": CALL, "side": "buy", "quantity": 1, "order_type": "", "price": 1.0},
+     "INVALID_ORDER_TYPE"),  # it was taken for an absent type: a limit order
     ({"instrument_id": CALL, "side": "buy", "quantity": 1, "order_type": "limit"},
      "MISSING_PRICE"),
     ({"instrument_id": CALL, "side": "buy", "quantity": 0, "price": 1.0}, "INVALID_QUANTITY"),
