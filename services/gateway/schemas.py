@@ -29,8 +29,11 @@ class _Request(BaseModel):
 
 
 class RegisterRequest(_Request):
-    team_name: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEAM_NAME,
-                                          pattern=PRINTABLE)]
+    # The 1-50 characters are counted once the name is normalised (handlers.team_name): before,
+    # combining accents and spaces to trim may make it longer, up to a bound on the work.
+    team_name: Annotated[StrictStr, Field(
+        min_length=1, max_length=4 * MAX_TEAM_NAME, pattern=PRINTABLE,
+        description="1-50 characters once NFKC-normalised and trimmed")]
     role: Annotated[StrictStr, Field(max_length=SHORT, description=(
         "market_maker | hedge_fund | arbitrage | retail (anything else: UNSUPPORTED_ROLE)"))]
     request_id: Short | None = None

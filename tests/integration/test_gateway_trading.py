@@ -220,7 +220,14 @@ def test_registration_rules(exchange: Exchange) -> None:
     assert error(register({"team_name": "x", "role": "wizard"}).json()) == "UNSUPPORTED_ROLE"
     assert error(register({"team_name": "y", "role": "house"}).json()) == "UNSUPPORTED_ROLE"
     assert register({"team_name": "", "role": "retail"}).status_code == 422
-    assert register({"team_name": "z" * 51, "role": "retail"}).status_code == 422
+    assert register({"team_name": "z" * 201, "role": "retail"}).status_code == 422
+    assert error(register({"team_name": "z" * 51, "role": "retail"}).json()) == (
+        "INVALID_TEAM_NAME")
+    # counted once normalised: 30 letters with combining accents (60 code points) are 30
+    accented = register({"team_name": "e\u0301" * 30, "role": "retail"}).json()
+    assert accented["data"]["team_name"] == "\u00e9" * 30
+    padded = register({"team_name": "   " + "p" * 49, "role": "retail"}).json()
+    assert padded["data"]["team_name"] == "p" * 49
     assert register({"team_name": "nul\u0000name", "role": "retail"}).status_code == 422
     assert register({"team_name": "ok", "role": 3}).status_code == 422
     # names that look like a taken one are the same name: spaces, full-width letters, case
