@@ -66,7 +66,7 @@ class DbWatch:
                     step = 0 if before is None else int(seq) - before
                     self.stored[stream] = self.stored.get(stream, 0) + (
                         step if 0 < step <= MAX_STEP else 0)
-                    if ts_ns is None:
+                    if not ts_ns:  # none, or the house teams', made before any command
                         continue
                     self.newest_ns[stream] = int(ts_ns)
                     if before is not None:

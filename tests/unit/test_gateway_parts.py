@@ -26,6 +26,7 @@ from common.messages import (
     TradePrint,
     encode,
 )
+from common.records import RecordBatch, TeamRecord
 from services.dbwriter.store import Store
 from services.gateway import views
 from services.gateway.auth import KeyRing, key_hash, new_key
@@ -321,6 +322,27 @@ def test_a_replaced_connections_replay_never_moves_the_new_ones_cursor() -> None
         return [it.private_seq for it in new.queue], new.session.cursor
 
     assert asyncio.run(scenario()) == ([6, 7, 8], 8)
+
+
+def test_a_record_made_before_any_command_gives_no_commit_age(tmp_path: Path) -> None:
+    """The house teams' records carry time 0: /health said the newest record was 57 years
+    old until another one was stored."""
+    url = f"sqlite:///{tmp_path / 'itg.db'}"
+    watch = DbWatch(url)
+
+    def team(seq: int, ts_ns: int) -> TeamRecord:
+        return TeamRecord(stream="matcher", seq=seq, ts_ns=ts_ns, team_id=f"T{seq}",
+                          team_name=f"t{seq}", role="house")
+    try:
+        with Store(url) as store:
+            store.write(RecordBatch(stream="matcher", records=[team(1, 0)]))
+            watch.poll()
+            assert watch.committed == {"matcher": 1} and watch.newest_ns == {}
+            store.write(RecordBatch(stream="matcher", records=[team(2, 1_795_515_443 * 10**9)]))
+            watch.poll()
+            assert watch.newest_ns == {"matcher": 1_795_515_443 * 10**9}
+    finally:
+        watch.close()
 
 
 def test_stored_records_count_exactly_and_skip_a_producer_numbering_afresh(
