@@ -184,6 +184,8 @@ class MatcherService(Service):
                     engine.last_seq + 1)
         renewed = Engine(self.config.game, epoch=self.epoch)
         restore(renewed, capture(engine))
+        for record in renewed.take_records():  # the teams of house roles new to the game
+            self.outbox.add(record, now)
         return renewed, False
 
     # --- the sequencer ---

@@ -88,6 +88,7 @@ def restore(engine: Engine, state: EngineState) -> None:
         raise ValueError(f"snapshot version {state.version}, this build reads {STATE_VERSION}")
     _check_roles(state, engine.game.roles.keys())
     _drop_unconfigured(state, engine.instruments.keys())
+    engine.take_records()  # the fresh engine's house-team records: the snapshot has them
     engine.last_seq, engine.last_ts, engine.phase = state.last_seq, state.last_ts, state.phase
     engine.halted = set(state.halted)
     engine.counters = dict(state.counters)
@@ -104,7 +105,10 @@ def restore(engine: Engine, state: EngineState) -> None:
         engine.books[order.instrument_id].rest(order)
     for book in engine.books.values():
         book.drain_changes()
-    engine.take_records()  # the fresh engine's house-team records: the snapshot had them
+    engine._ts = state.last_ts
+    for role, rules in engine.game.roles.items():  # a house role new to the game: its team
+        if not rules.registrable and role.upper() not in engine.teams:  # (and its record)
+            engine.add_team(f"house {role}", role, key_hash="", team_id=role.upper())
 
 
 def _check_roles(state: EngineState, configured: Collection[str]) -> None:

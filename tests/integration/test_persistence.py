@@ -183,6 +183,33 @@ def test_house_teams_reach_the_db_when_a_snapshot_comes_before_any_command(
     assert stored == house and house
 
 
+def test_a_house_role_added_between_runs_gets_its_team_and_it_reaches_the_db(
+        tmp_path: Path) -> None:
+    """The restart restored the old game's teams over the new engine's: the new house role's
+    team was dropped, and every order of its retail flow refused (TEAM_NOT_FOUND)."""
+    url = f"sqlite:///{tmp_path}/itg.db"
+    house = {"maker_fee_cents": -1, "taker_fee_cents": -3, "position_limit": 1000,
+             "total_position_limit": 1000, "max_order_size": 50, "max_orders_per_s": 1000,
+             "registrable": False}
+
+    def config(*roles: str) -> Config:
+        return make_config(tmp_path / "data", db={"url": url, "batch_max_ms": 20},
+                           game={"roles": {role: house for role in roles}})
+    with Cluster(config(), ["matcher"]) as cluster:
+        assert "HOUSE_3" not in cluster.services["matcher"].engine.teams  # type: ignore[attr-defined]
+    with Cluster(config("house_3"), ["dbwriter", "matcher"]) as cluster:
+        matcher: Any = cluster.services["matcher"]
+        client = MatcherClient(cluster.config, cluster.ctx)
+        answer = client.request(NewOrder(team_id="HOUSE_3", instrument_id="SPY", side="buy",
+                                         quantity=5, price=44000))
+        client.close()
+        assert answer.ok, answer
+        wait_for(lambda: matcher.outbox.pending_records == 0, what="every record acknowledged")
+    with Store(url) as store, store.engine.connect() as conn:
+        stored = {r[0] for r in conn.exec_driver_sql("select team_id from teams")}
+    assert "HOUSE_3" in stored
+
+
 def test_a_matcher_on_a_new_data_dir_is_refused_by_the_old_games_database(
         tmp_path: Path) -> None:
     """Its records, teams and orders are numbered from 1 again: skipped as already stored,
