@@ -145,11 +145,11 @@ def test_sentiment_is_a_decaying_sum_of_direction_times_magnitude() -> None:
 
 
 def _forecast_run(
-    seed: int, ticks: int, settings: EventsSettings = EVENTS
+    seed: int, ticks: int, settings: EventsSettings = EVENTS, sim: SimulatorSettings = SIM
 ) -> tuple[list[VolForecast], list[int]]:
     generator = rng(seed)
-    chain = RegimeChain(SIM, generator)
-    forecaster = VolForecaster(settings, generator, SIM.tick_regime_matrix(), SIM.regime_vols)
+    chain = RegimeChain(sim, generator)
+    forecaster = VolForecaster(settings, generator, sim.tick_regime_matrix(), sim.regime_vols)
     forecasts: list[VolForecast] = []
     path: list[int] = []
     for tick in range(ticks):
@@ -195,10 +195,16 @@ def test_change_probability_is_the_stationary_switch_rate() -> None:
 
 
 def test_two_regimes_allow_only_false_alarms() -> None:
-    with pytest.raises(ValueError):
-        VolForecaster(EVENTS, rng(9), ((0.9, 0.1), (0.1, 0.9)), (0.1, 0.3))
+    """A wrong forecast can name no regime but the one in force: with two, every wrong one is
+    a false alarm (a config that says otherwise fails at load: see test_config)."""
+    two = SimulatorSettings(regime_names=("calm", "stormy"), regime_vols=(0.1, 0.5),
+                            initial_regime=0, regime_matrix=((0.95, 0.05), (0.05, 0.95)),
+                            news_regime_matrix=((0.0, 1.0), (1.0, 0.0)))
     only_false = EventsSettings(forecast_false_alarm_share=1.0)
-    VolForecaster(only_false, rng(9), ((0.9, 0.1), (0.1, 0.9)), (0.1, 0.3))
+    forecasts, path = _forecast_run(9, 20_000, only_false, two)
+    wrong = [f for f in forecasts if not forecast_is_right(f, path)]
+    assert wrong and all(path[f.target_tick] == path[f.target_tick - 1] for f in wrong)
+    assert {f.vol for f in forecasts} == {0.1, 0.5}
 
 
 # --- arbitrage tracking signal ---
