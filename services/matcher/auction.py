@@ -40,19 +40,21 @@ def clearing_price(
 def _segments(
     bids: list[tuple[int, int]], asks: list[tuple[int, int]]
 ) -> Iterator[tuple[int, int, int, int]]:
-    """(first tick, last tick, demand, supply) over runs of ticks with the same figures."""
-    prices = sorted({p for p, _ in bids} | {p for p, _ in asks})
+    """(first tick, last tick, demand, supply) over runs of ticks with the same figures.
 
-    def demand(price: int) -> int:
-        return sum(q for p, q in bids if p >= price)
-
-    def supply(price: int) -> int:
-        return sum(q for p, q in asks if p <= price)
-
-    for here, after in zip(prices, [*prices[1:], None][: len(prices)], strict=True):
-        yield here, here, demand(here), supply(here)
-        if after is not None and after - here >= 2:
-            yield here + 1, after - 1, demand(after), supply(here)
+    One pass up the prices with running totals (re-summing the book at every price made the
+    open of a book with thousands of levels take seconds): demand at a price is every bid at
+    or above it, supply every ask at or below it."""
+    bid_at, ask_at = dict(bids), dict(asks)  # one entry per price
+    prices = sorted(bid_at.keys() | ask_at.keys())
+    demand, supply = sum(bid_at.values()), 0
+    for i, here in enumerate(prices):
+        supply += ask_at.get(here, 0)
+        yield here, here, demand, supply
+        demand -= bid_at.get(here, 0)  # what is left: the bids above `here`
+        after = prices[i + 1] if i + 1 < len(prices) else here
+        if after - here >= 2:
+            yield here + 1, after - 1, demand, supply
 
 
 def uncross(book: OrderBook) -> tuple[int, list[Match], list[Order]] | None:
