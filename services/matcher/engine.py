@@ -397,7 +397,8 @@ class Engine:
         before, self.phase = self.phase, cmd.phase
         if cmd.phase == "continuous" and before in ("pre_open", "opening_auction"):
             for book in self.books.values():
-                self._run_auction(book)
+                if book.instrument_id not in self.halted:  # it crosses when it resumes
+                    self._run_auction(book)
         elif cmd.phase == "closed":
             for order in list(self.live.values()):
                 self._remove(order, "market_closed")
@@ -425,6 +426,9 @@ class Engine:
                           details={"instrument_id": cmd.instrument_id})
             return
         (self.halted.add if cmd.halted else self.halted.discard)(cmd.instrument_id)
+        book = self.books[cmd.instrument_id]
+        if not cmd.halted and self.phase == "continuous" and book.crossed():
+            self._run_auction(book)  # halted through the open: its own opening cross now
         self._publish_status()
         self._respond(cmd, ok=True, details={"instrument_id": cmd.instrument_id,
                                              "halted": cmd.halted})

@@ -25,6 +25,7 @@ from common.messages import (
     OrderReject,
     RegisterTeam,
     Response,
+    SetHalt,
     SetPhase,
     TradePrint,
 )
@@ -166,7 +167,7 @@ class Exchange:
             self.apply(RegisterTeam(team_name=f"team{i}", role="whale", key_hash="h"))
         assert list(self.engine.accounts) == list(TEAMS)
 
-    def apply(self, cmd: RegisterTeam | NewOrder | SetPhase) -> list[Event]:
+    def apply(self, cmd: RegisterTeam | NewOrder | SetPhase | SetHalt) -> list[Event]:
         self.seq += 1
         return [e for _, e in self.engine.apply(cmd, self.seq, self.seq * 1000)]
 
@@ -270,6 +271,20 @@ def test_auction_self_trade_cancels_the_newer_order() -> None:
     # Without a's ask: bids 10@101 vs asks 5@100 -> volume 5, tied 100..101 -> 101.
     assert auction_trades(events)[IIDS[0]] == [(bid, other, 101, 5)]
     assert x.resting(IIDS[0]) == [(bid, "buy", 101, 5)]
+
+
+def test_a_book_halted_through_the_open_crosses_when_it_resumes() -> None:
+    """It traded in the opening cross while halted, when its own orders were refused."""
+    x = Exchange()
+    x.apply(SetPhase(phase="pre_open"))
+    a, b, _ = TEAMS
+    bid, ask = x.limit(a, "buy", 101, 5), x.limit(b, "sell", 100, 5)
+    x.apply(SetHalt(instrument_id=IIDS[0], halted=True))
+    assert not auction_trades(x.apply(SetPhase(phase="continuous")))
+    assert x.engine.books[IIDS[0]].crossed()
+    resumed = x.apply(SetHalt(instrument_id=IIDS[0], halted=False))
+    assert auction_trades(resumed)[IIDS[0]] == [(bid, ask, 101, 5)]
+    assert not x.resting(IIDS[0])
 
 
 def test_a_deep_book_clears_in_one_pass() -> None:
