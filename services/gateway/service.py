@@ -10,6 +10,7 @@ handlers only in the main thread, and this is never it: `stop()` is the way to e
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
@@ -59,11 +60,17 @@ class GatewayService(Service):
             if time.monotonic() > deadline:
                 raise RuntimeError("gateway HTTP server did not start in time")
             time.sleep(0.01)
-        loop_synced = asyncio.run_coroutine_threadsafe(
+        synced = asyncio.run_coroutine_threadsafe(
             self.gateway.wait_synced(max(0.0, deadline - time.monotonic())), self.gateway.loop)
-        if not loop_synced.result():
-            log.warning("gateway %s: matcher not reachable yet; serving anyway",
-                        self.gateway.gw_id)
+        while not self.stopping.is_set():  # a stop asked for meanwhile waits for no matcher
+            try:
+                if not synced.result(timeout=0.05):
+                    log.warning("gateway %s: matcher not reachable yet; serving anyway",
+                                self.gateway.gw_id)
+                return
+            except concurrent.futures.TimeoutError:
+                continue
+        synced.cancel()
 
     def on_tick(self, now: float) -> None:
         """Supervise the HTTP thread. This thread polls no socket, so it waits here."""

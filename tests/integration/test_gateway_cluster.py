@@ -216,3 +216,16 @@ def test_a_gateway_that_lost_a_key_reissue_stops_taking_the_old_key(tmp_path: Pa
         new_key = {"X-API-Key": answer["data"]["api_key"]}
         assert ex.http.get("/positions", headers=new_key).json()["data"]["team_id"] == (
             team.team_id)
+
+
+def test_a_gateway_waiting_for_the_matcher_stops_when_asked(tmp_path: Path) -> None:
+    """It waited out its start_timeout_s (30 s) first: supervisord's 10 s then killed it."""
+    service = GatewayService(make_config(tmp_path / "data", gateway={"port": 0}))
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    time.sleep(1.0)  # the HTTP server is up, the matcher nowhere
+    assert not service.ready.is_set()
+    asked = time.monotonic()
+    service.stop()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - asked < 5
