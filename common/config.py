@@ -171,7 +171,6 @@ class MatcherConfig(_Section, frozen=True, kw_only=True):
     fsync: bool = True  # False only for throwaway benchmarks: acks then survive no power cut
     replay_ring: int = 10_000  # events kept per team topic for replay (minutes of trading)
     md_replay_ring: int = 5_000  # events kept per public topic
-    book_depth: int = 5
     snapshots_kept: int = 2
     # True: every journal segment is kept (the game's full command log, for audit or an offline
     # replay; it grows with the game). False: a segment goes once no kept snapshot needs it.
@@ -180,7 +179,7 @@ class MatcherConfig(_Section, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         _positive(snapshot_interval_s=self.snapshot_interval_s, max_batch=self.max_batch,
                   replay_ring=self.replay_ring, md_replay_ring=self.md_replay_ring,
-                  book_depth=self.book_depth, snapshots_kept=self.snapshots_kept)
+                  snapshots_kept=self.snapshots_kept)
 
 
 BUS_OWNERS = ("matcher", "simulator", "events")  # the services that bind (common/transport.py)

@@ -19,7 +19,6 @@ NAN, INF = float("nan"), float("inf")
     ("matcher", "snapshot_interval_s", INF),
     ("matcher", "snapshots_kept", 0),
     ("matcher", "md_replay_ring", -1),
-    ("matcher", "book_depth", 0),
     ("bus", "heartbeat_s", NAN),
     ("bus", "heartbeat_s", 0.0),
     ("gateway", "request_timeout_s", NAN),
