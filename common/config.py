@@ -318,7 +318,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 table = "ITG_" + "__".join(path[:depth]).upper()
                 raise ConfigError(f"{name}: {table} is also set, to a value, not a table")
-        node[path[-1]] = _parse_literal(raw)
+        value = _parse_literal(raw)
+        node[path[-1]] = value if isinstance(value, str) or not _is_text(path) else raw
     return tree
 
 
@@ -327,6 +328,21 @@ def _parse_literal(raw: str) -> Any:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+def _is_text(path: list[str]) -> bool:
+    """Whether the setting at `path` takes text, so that a value that reads as a number is
+    kept as written (an all-digit admin key or gateway id was refused: "expected str")."""
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(Config)
+    for part in path:
+        if isinstance(info, msgspec.inspect.StructType):
+            info = next((f.type for f in info.fields if f.name == part), msgspec.inspect.AnyType())
+        elif isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
+        else:
+            return False
+    kinds = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    return any(isinstance(kind, msgspec.inspect.StrType) for kind in kinds)
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,18 @@ SPX = {"symbol": "SPX", "start_price": 4400, "strike_min": 4200, "strike_max": 4
        "strike_step": 100}
 
 
+def test_an_env_value_is_text_where_the_setting_is_text() -> None:
+    """Env values read as TOML literals: an all-digit admin key or gateway id became a number
+    and the load failed ("expected str"); numbers and quoted strings still read as before."""
+    config = load_config(env={
+        "ITG_GATEWAY__ADMIN_KEY": "2718281828459045235", "ITG_GATEWAY__ID": "7",
+        "ITG_GATEWAY__PORT": "9001", "ITG_DB__URL": '"sqlite:///x.db"',
+        "ITG_GAME__ROLES__RETAIL__MAX_ORDERS_PER_S": "3"})
+    assert (config.gateway.admin_key, config.gateway.id) == ("2718281828459045235", "7")
+    assert (config.gateway.port, config.db.url) == (9001, "sqlite:///x.db")
+    assert config.game.roles["retail"].max_orders_per_s == 3
+
+
 def test_start_prices_agree_with_the_simulator_to_the_cent() -> None:
     """spx_start 1000 / spy_ratio 3 opens SPY at 333.33: compared unrounded, no price passed."""
     spy = SPX | {"symbol": "SPY", "start_price": 333.33, "strike_min": 300, "strike_max": 360,
