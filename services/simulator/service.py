@@ -77,8 +77,11 @@ class SimulatorService(FeedService):
                         "with each other (self-trade prevention)", len(teams))
         self.house = HouseSweeper(teams, s.retail_order_ttl_s, self.matcher_rpc, self._command)
         now = time.monotonic()
-        self.clock = GameClock(s.tick_interval_s, saved.speed if saved else s.speed, now,
-                               s.max_catchup_ticks)
+        speed = s.speed if saved is None else saved.speed  # a pause outlives a restart
+        if speed != s.speed:
+            log.warning("simulator: going on at the game's saved speed %g, not the configured "
+                        "%g; the game master (admin API) sets it", speed, s.speed)
+        self.clock = GameClock(s.tick_interval_s, speed, now, s.max_catchup_ticks)
         self._next_checkpoint = now + CHECKPOINT_EVERY_S
         self._last: TickOutput | None = None
         self._held_since: float | None = None

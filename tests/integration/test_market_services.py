@@ -246,7 +246,8 @@ def test_a_game_master_call_to_a_service_that_is_gone_times_out(tmp_path: Path) 
         ctx.term()
 
 
-def test_a_restarted_simulator_goes_on_with_the_game_where_it_stood(tmp_path: Path) -> None:
+def test_a_restarted_simulator_goes_on_with_the_game_where_it_stood(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """It opened again at tick 0 (marks back at the opening prices) and, with the same seed,
     replayed the same path: a team that had logged the first run knew every future price."""
     config = market_config(tmp_path / "data", speed=200.0)
@@ -269,7 +270,8 @@ def test_a_restarted_simulator_goes_on_with_the_game_where_it_stood(tmp_path: Pa
         sim = cluster.services["simulator"]
         assert where(sim) == before  # a new epoch, the same prices at the same tick
         assert sim.step.game == game  # the same game
-        assert sim.clock.speed == 0.0
+        assert sim.clock.speed == 0.0  # and it says so: the config's 50 applies to new games
+        assert "saved speed 0, not the configured 50" in caplog.text
         assert cluster.services["matcher"].engine.marks == marks  # type: ignore[attr-defined]
         gm = GameMaster(config, cluster.ctx)
         assert gm.set_speed(200.0).ok
