@@ -292,6 +292,15 @@ class AccountReply(Message, tag="account_reply", kw_only=True):
     exec_seq: int = 0  # the last exec.<team> event this state includes
 
 
+class AccountsQuery(Message, tag="accounts_query", kw_only=True):
+    """Every team's account at one point of the matcher's state (`itg recover --check`)."""
+
+
+class AccountsReply(Message, tag="accounts_reply", kw_only=True):
+    accounts: list[AccountReply]
+    record_seq: int  # the last persistence record ("matcher" stream) this state includes
+
+
 class TeamQuery(Message, tag="team_query", kw_only=True):
     team_id: str | None = None
     key_hash: str | None = None
@@ -473,6 +482,8 @@ AnyMessage = (
     | ReplayReply
     | AccountQuery
     | AccountReply
+    | AccountsQuery
+    | AccountsReply
     | TeamQuery
     | TeamReply
     | ErrorReply

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from common.bus_client import BusTimeout, MatcherClient
 from common.config import SERVICES, Config, ConfigError, load_config
-from common.messages import AccountQuery, AccountReply
+from common.messages import AccountsQuery, AccountsReply
 from common.service import freeze_heap, run_process
 from services import benchmarks, logfmt
 from services import cluster as cluster_cli
@@ -24,6 +24,7 @@ from services.dbwriter.recover import differences, rebuild, table
 from services.launcher import BUILT, Cluster, ClusterError
 
 log = logging.getLogger("itg")
+RECOVER_WAIT_S = 10.0  # for the matcher to answer, then for the DB writers to catch up
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,25 +150,35 @@ def _recover(config: Config, check: bool) -> int:
     if check and config.bus.transport == "inproc":
         raise ClusterError("recover --check asks the running matcher: give the cluster's config "
                            "(bus transport ipc or tcp); inproc reaches only this process")
-    try:
-        db = rebuild(config)
+    live = _live_accounts(config) if check else None
+    upto = None if live is None else live.record_seq
+    try:  # with --check, as of the matcher's answer: trades since then are no difference
+        db, stored = rebuild(config, upto, wait_s=RECOVER_WAIT_S)
     except (SQLAlchemyError, FileNotFoundError) as exc:
         raise ClusterError(f"recover: cannot read the database: {exc}") from None
     print(table(db))
-    if not check:
+    if live is None:
         return 0
-    client = MatcherClient(config)
-    try:
-        client.wait_ready(10)
-        live = {t: client.call(AccountQuery(team_id=t), AccountReply) for t in db}
-    except BusTimeout:
-        raise ClusterError("recover --check: the matcher did not answer within 10 s; is the "
-                           "cluster running with this config?") from None
-    finally:
-        client.close()
-    diffs = differences(db, live)
+    diffs = differences(db, {a.team_id: a for a in live.accounts})
+    if upto is not None and stored < upto:
+        diffs.insert(0, f"the database holds the matcher's records up to {stored}, the matcher "
+                        f"is at {upto}: is a DB writer down or behind?")
     print("\n".join(diffs) if diffs else f"all {len(db)} teams match the matcher")
     return 1 if diffs else 0
+
+
+def _live_accounts(config: Config) -> AccountsReply:
+    """Every account, at one point of the matcher's state (and the record it includes)."""
+    client = MatcherClient(config)
+    try:
+        client.wait_ready(RECOVER_WAIT_S)
+        return client.call(AccountsQuery(), AccountsReply)
+    except BusTimeout:
+        raise ClusterError(f"recover --check: the matcher did not answer within "
+                           f"{RECOVER_WAIT_S:g} s; is the cluster running with this config?"
+                           ) from None
+    finally:
+        client.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,23 +16,30 @@ def last_seq(conn: Connection, stream: str) -> int:
     return found.scalar_one_or_none() or 0
 
 
-def team_ids(conn: Connection) -> list[str]:
-    return list(conn.execute(select(schema.teams.c.team_id)).scalars())
+# `upto`: the last record of the stream to count (the state as of that record); None: all.
 
 
-def _latest_seq(stream: str) -> Subquery:
+def team_ids(conn: Connection, upto: int | None = None) -> list[str]:
+    teams = schema.teams
+    query = select(teams.c.team_id)
+    if upto is not None:
+        query = query.where(teams.c.seq <= upto)
+    return list(conn.execute(query).scalars())
+
+
+def _latest_seq(stream: str, upto: int | None) -> Subquery:
     """Per team, the as_of_seq of its newest snapshot on `stream`."""
     snaps = schema.position_snapshots
-    return (
-        select(snaps.c.team_id, func.max(snaps.c.as_of_seq).label("as_of_seq"))
-        .where(snaps.c.stream == stream)
-        .group_by(snaps.c.team_id)
-        .subquery()
-    )
+    query = select(snaps.c.team_id, func.max(snaps.c.as_of_seq).label("as_of_seq")).where(
+        snaps.c.stream == stream)
+    if upto is not None:
+        query = query.where(snaps.c.seq <= upto)
+    return query.group_by(snaps.c.team_id).subquery()
 
 
-def latest_snapshots(conn: Connection, stream: str) -> dict[str, TeamPositions]:
-    snaps, latest = schema.position_snapshots, _latest_seq(stream)
+def latest_snapshots(conn: Connection, stream: str,
+                     upto: int | None = None) -> dict[str, TeamPositions]:
+    snaps, latest = schema.position_snapshots, _latest_seq(stream, upto)
     query = (
         select(snaps)
         .join(
@@ -50,10 +57,12 @@ def latest_snapshots(conn: Connection, stream: str) -> dict[str, TeamPositions]:
     return books
 
 
-def trades_after_snapshots(conn: Connection, stream: str) -> Iterator[TradeFill]:
+def trades_after_snapshots(conn: Connection, stream: str,
+                           upto: int | None = None) -> Iterator[TradeFill]:
     """Trades that are newer than the buyer's or the seller's latest snapshot, in seq order."""
     trades = schema.trades
-    buyer, seller = _latest_seq(stream).alias("buyer"), _latest_seq(stream).alias("seller")
+    buyer = _latest_seq(stream, upto).alias("buyer")
+    seller = _latest_seq(stream, upto).alias("seller")
     query = (
         select(*(trades.c[name] for name in TradeFill._fields))
         .select_from(
@@ -70,5 +79,7 @@ def trades_after_snapshots(conn: Connection, stream: str) -> Iterator[TradeFill]
         )
         .order_by(trades.c.seq)
     )
+    if upto is not None:
+        query = query.where(trades.c.seq <= upto)
     for row in conn.execute(query):
         yield TradeFill(*row)

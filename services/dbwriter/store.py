@@ -118,15 +118,17 @@ class Store:
         with self._reader.connect() as conn:
             return reads.last_seq(conn, stream)
 
-    def positions_from_db(self, stream: str = "matcher") -> dict[str, TeamPositions]:
-        """Every team's book: its latest snapshot on `stream` plus the trades after it.
+    def positions_from_db(self, stream: str = "matcher",
+                          upto: int | None = None) -> dict[str, TeamPositions]:
+        """Every team's book: its latest snapshot on `stream` plus the trades after it; with
+        `upto`, as of that record of the stream.
 
         Exact when the stream is stored contiguously up to its last trade (see store docs).
         """
         with self._reader.connect() as conn:
-            books = reads.latest_snapshots(conn, stream)
-            apply_trades(books, reads.trades_after_snapshots(conn, stream))
-            for team_id in reads.team_ids(conn):
+            books = reads.latest_snapshots(conn, stream, upto)
+            apply_trades(books, reads.trades_after_snapshots(conn, stream, upto))
+            for team_id in reads.team_ids(conn, upto):
                 books.setdefault(team_id, TeamPositions(team_id))
         return books
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from common import topics
 from common.messages import (
     AccountReply,
+    AccountsReply,
     BookLevels,
     MarketSnapshot,
     OpenOrder,
@@ -40,6 +41,11 @@ def account(engine: Engine, team_id: str) -> AccountReply:
     return AccountReply(team_id=team_id, found=True, positions=dict(acct.positions),
                         cash=acct.cash, fees=acct.fees, open_orders=orders,
                         exec_seq=engine.seqs.get(topics.execs(team_id), 0))
+
+
+def accounts(engine: Engine) -> AccountsReply:
+    return AccountsReply(accounts=[account(engine, t) for t in engine.accounts],
+                         record_seq=engine.counters.get("record", 0))
 
 
 def team(engine: Engine, team_id: str | None, key_hash: str | None) -> TeamReply:

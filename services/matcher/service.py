@@ -25,6 +25,7 @@ from common import topics
 from common.feed import not_public
 from common.messages import (
     AccountQuery,
+    AccountsQuery,
     Command,
     ErrorReply,
     Message,
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 _NOBLOCK = int(zmq.NOBLOCK)
 # Replays too: a replay answered at once would show less than an account answered after the
 # batch in flight is published (a fresh WebSocket then counted one fill twice).
-_STATE_QUERIES = (AccountQuery, TeamQuery, SnapshotRequest, ReplayRequest)
+_STATE_QUERIES = (AccountQuery, AccountsQuery, TeamQuery, SnapshotRequest, ReplayRequest)
 
 
 def _is_public(request: Message) -> bool:
@@ -336,6 +337,8 @@ class MatcherService(Service):
                 return self.rings.replay(topic.encode(), from_seq)
             case AccountQuery(team_id=team_id):
                 return queries.account(engine, team_id)
+            case AccountsQuery():
+                return queries.accounts(engine)
             case TeamQuery(team_id=team_id, key_hash=key_hash):
                 return queries.team(engine, team_id, key_hash)
         return ErrorReply(message=f"unsupported request {type(request).__name__}")
