@@ -124,9 +124,7 @@ class Engine:
         self.seqs: dict[bytes, int] = {}
         self.marks: dict[str, int] = {}
         self.last_trades: dict[str, TradePrint] = {}
-        for role, rules in game.roles.items():  # house teams (retail flow) exist from the start
-            if not rules.registrable:
-                self.add_team(f"house {role}", role, key_hash="", team_id=role.upper())
+        self.add_house_teams(0)
 
     # --- entry point ---
 
@@ -377,6 +375,14 @@ class Engine:
         team.key_hash = cmd.key_hash
         self._emit(topics.KEYS, KeyReissued(team_id=team.team_id))
         self._respond(cmd, ok=True, result=team_info(team))
+
+    def add_house_teams(self, ts_ns: int) -> None:
+        """A team for each house role (retail flow; not registrable) that has none: from the
+        start, and for a house role added to the game between runs (see state.restore)."""
+        self._ts = ts_ns
+        for role, rules in self.game.roles.items():
+            if not rules.registrable and role.upper() not in self.teams:
+                self.add_team(f"house {role}", role, key_hash="", team_id=role.upper())
 
     def add_team(self, name: str, role: str, key_hash: str, team_id: str = "") -> Team:
         if not team_id:

@@ -105,10 +105,7 @@ def restore(engine: Engine, state: EngineState) -> None:
         engine.books[order.instrument_id].rest(order)
     for book in engine.books.values():
         book.drain_changes()
-    engine._ts = state.last_ts
-    for role, rules in engine.game.roles.items():  # a house role new to the game: its team
-        if not rules.registrable and role.upper() not in engine.teams:  # (and its record)
-            engine.add_team(f"house {role}", role, key_hash="", team_id=role.upper())
+    engine.add_house_teams(state.last_ts)  # of a house role new to the game, with its record
 
 
 def _check_roles(state: EngineState, configured: Collection[str]) -> None:
