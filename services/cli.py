@@ -160,9 +160,9 @@ def _recover(config: Config, check: bool) -> int:
     if live is None:
         return 0
     diffs = differences(db, {a.team_id: a for a in live.accounts})
-    if upto is not None and stored < upto:
+    if stored < live.record_seq:
         diffs.insert(0, f"the database holds the matcher's records up to {stored}, the matcher "
-                        f"is at {upto}: is a DB writer down or behind?")
+                        f"is at {live.record_seq}: is a DB writer down or behind?")
     print("\n".join(diffs) if diffs else f"all {len(db)} teams match the matcher")
     return 1 if diffs else 0
 
