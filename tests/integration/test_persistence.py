@@ -336,10 +336,10 @@ def test_recover_check_compares_at_one_point_and_sees_what_the_database_lacks(
                                "--config", str(processes.path)],
                               capture_output=True, text=True, timeout=60)
 
-    def trade() -> None:  # on its own client: the check runs while trades go on
-        other = MatcherClient(processes.config, ctx)
+    def trade() -> None:  # on its own client: the check runs while trades go on, paced so
+        other = MatcherClient(processes.config, ctx)  # that the writer keeps up on a busy box
         try:
-            while not stop.is_set():
+            while not stop.wait(0.05):
                 send_orders(other, [random_order(rng, teams) for _ in range(20)])
         finally:
             other.close()
