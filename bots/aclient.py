@@ -177,8 +177,8 @@ class AsyncClient:
                     price: float | None = None, order_type: str | None = None,
                     client_order_id: str | None = None) -> OrderReply:
         coid = client_order_id or self.ids.next()
-        body = order_body(instrument_id, side, quantity, price, order_type, coid)
-        try:
+        try:  # a price with no JSON form is refused before anything is sent
+            body = order_body(instrument_id, side, quantity, price, order_type, coid)
             answer, tried = await self._call("POST", "/exchange/orders", body, gated=True)
         except ApiError as exc:
             return OrderReply(ok=False, client_order_id=coid, error=exc)

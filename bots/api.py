@@ -15,6 +15,7 @@ present and do without when absent, so the clients run against any server of tha
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
 from collections import deque
 from typing import Any
@@ -190,7 +191,10 @@ def order_body(instrument_id: str, side: str, quantity: int, price: float | None
 def _wire_price(price: float) -> float:
     """The price as sent: float noise (440.1 + 0.2 = 440.30000000000007) is snapped to its
     cent, but a price really off the tick (25.555) goes as asked and the exchange refuses it
-    (INVALID_PRICE): rounding it here would buy higher or sell lower than the bot meant."""
+    (INVALID_PRICE): rounding it here would buy higher or sell lower than the bot meant. NaN
+    and infinities have no JSON form: refused here, as the exchange would."""
+    if not math.isfinite(price):
+        raise ApiError("INVALID_PRICE", "Price must be a finite number", {"price": str(price)})
     cents = round(price * 100)
     return cents / 100 if abs(price * 100 - cents) < 1e-6 else price
 

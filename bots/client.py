@@ -179,8 +179,8 @@ class Client:
         """A new order (limit when a price is given, else market). Never raises for a refusal:
         look at `reply.ok` and `reply.error` (code, message, details)."""
         coid = client_order_id or self.ids.next()
-        body = order_body(instrument_id, side, quantity, price, order_type, coid)
-        try:
+        try:  # a price with no JSON form is refused before anything is sent
+            body = order_body(instrument_id, side, quantity, price, order_type, coid)
             answer, tried = self._call("POST", "/exchange/orders", body, gated=True)
         except ApiError as exc:  # 401, 422: this request can never succeed
             return OrderReply(ok=False, client_order_id=coid, error=exc)

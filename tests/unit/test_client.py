@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bots.aclient import AsyncClient
 from bots.api import (
     UNKNOWN_OUTCOME,
     ApiError,
@@ -82,6 +84,20 @@ def test_retry_gives_up_on_attempts_or_time() -> None:
     assert [r.delay(a, 0.0, 0.0) for a in (1, 2, 3)] == [0.1, 0.2, -1.0]
     assert r.delay(1, 0.0, 0.95) == -1.0  # would end past total_s
     assert r.delay(1, 0.0, 0.0, hint=0.25) == 0.25
+
+
+@pytest.mark.parametrize("price", [float("nan"), float("inf"), float("-inf")])
+def test_a_price_with_no_json_form_is_a_refusal_not_an_exception(price: float) -> None:
+    """place() raised ValueError/OverflowError, ending the loop of a bot whose model gave NaN;
+    it promises never to raise for a refusal. Nothing is sent (no exchange listens here)."""
+    with Client("http://127.0.0.1:9", api_key="itg_x") as client:
+        reply = client.place("SPY", "buy", 1, price)
+    assert not reply.ok and reply.code == "INVALID_PRICE"
+
+    async def place_async() -> str | None:
+        async with AsyncClient("http://127.0.0.1:9", api_key="itg_x") as aclient:
+            return (await aclient.place("SPY", "buy", 1, price)).code
+    assert asyncio.run(place_async()) == "INVALID_PRICE"
 
 
 def test_ids_bodies_and_replies() -> None:
