@@ -130,7 +130,7 @@ class Bot:
         self.spot: dict[str, float] = {}
         self.vol = 0.2  # volatility estimate (SPX realised); the exchange marks at the regime's
         self.game_s = 0.0
-        self.cash = 0.0
+        self.cash_cents = 0  # summed in whole cents, as the exchange does: floats drift
         self.stats: Counter[str] = Counter()
         self.max_abs: dict[str, int] = {}  # the largest position held, per instrument
         self.max_total = 0  # the largest sum of absolute option positions held
@@ -207,7 +207,8 @@ class Bot:
         self.inv.filled(data)
         iid, qty, price = data["instrument_id"], data["executed_quantity"], data["executed_price"]
         sign = -1 if data["side"] == "buy" else 1
-        self.cash += sign * qty * price * (MULTIPLIER if parse(iid) else 1) + data.get("fees", 0)
+        self.cash_cents += (sign * qty * round(price * 100) * (MULTIPLIER if parse(iid) else 1)
+                            + round(data.get("fees", 0) * 100))
         self.stats["fills"] += 1
         self.max_abs[iid] = max(self.max_abs.get(iid, 0), abs(self.inv.positions[iid]))
         total = sum(abs(p) for i, p in self.inv.positions.items() if parse(i))
@@ -325,6 +326,11 @@ class Bot:
                 return
         price = to_tick(fair[0] * (1 + edge), up=True) if gap > 0 else to_tick(fair[0] * (1 - edge))
         self.order(iid, side, abs(gap), price)
+
+    @property
+    def cash(self) -> float:
+        """Cash in dollars, fees included (exact to the cent)."""
+        return self.cash_cents / 100
 
     def pnl(self) -> float:
         """Cash plus positions at fair value: the leaderboard's mark-to-market P&L."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import random
 
-from bots.api import Limits, OrderReply
-from bots.base import SAFETY, Inventory
+from bots.api import Limits, OrderReply, WsMessage
+from bots.base import SAFETY, Bot, Inventory
+from bots.client import Client
 from bots.pricing import black_scholes, parse, to_tick
 from services.matcher.accounts import worst_position
 
@@ -90,3 +91,16 @@ def test_a_position_limit_reject_teaches_a_tighter_limit() -> None:
     inv.learn("SPY", {"scope": "instrument", "limit": 5000})  # looser: ignored
     assert (inv.limits.position, inv.limits.total, inv.limits.underlying) == (20, 80, 500)
     assert inv.room("SPX_4400_CALL", "buy") == int(20 * SAFETY)
+
+
+def test_a_bots_cash_is_summed_in_cents_like_the_exchanges() -> None:
+    """It was a float sum: three SPY buys at 440.10, 440.20, 440.30 with 0.02 taker fees came
+    to -1320.6599999999999 against the exchange's exact -1320.66."""
+    with Client("http://127.0.0.1:9", api_key="itg_x") as client:
+        bot = Bot(client, verbose=False)
+    for seq, price in enumerate((440.10, 440.20, 440.30), start=1):
+        bot.handle(WsMessage(seq=seq, type="execution_report", data={
+            "order_id": f"O{seq}", "instrument_id": "SPY", "side": "buy", "executed_quantity": 1,
+            "executed_price": price, "remaining_quantity": 0, "fees": -0.02}))
+    assert bot.cash_cents == -132_066 and bot.cash == -1320.66
+    assert bot.inv.positions == {"SPY": 3}
