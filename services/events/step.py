@@ -34,7 +34,7 @@ from common.messages import (
     VolForecastSignal,
 )
 from common.money import TICK
-from common.rng import game_streams
+from common.rng import KeyedDraws, game_streams
 from services.events.models import (
     Indicators,
     IndicatorSnapshot,
@@ -91,7 +91,10 @@ class EventsStep:
         if state.tick <= self.tick:
             return EventsOutput([], [])
         elapsed = (state.tick - max(self.tick, 0)) * self._sim.tick_interval_s
-        if self.tick < 0 and state.game_s >= self._scheduler.next_due_s:  # joined mid-game
+        if self.tick < 0 and state.game_s >= self._scheduler.next_due_s:  # joined mid-game:
+            # news of its own from this tick (from the stream's start, every restart told the
+            # same news at the same distance: one logged restart foretold all later ones)
+            self._news_rng = KeyedDraws(self._news_rng).at(state.tick)
             self._scheduler = NewsScheduler(self._e, self._news_rng, start_s=state.game_s)
         self.tick = state.tick
         self._sentiment.advance(elapsed)

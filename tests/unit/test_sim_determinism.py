@@ -226,6 +226,15 @@ def test_an_events_service_joining_mid_game_schedules_from_now(tmp_path: Path) -
     events = events_step.build_step(config)
     shocks = [s for _, s in events.on_state(out.state).private if isinstance(s, NewsShock)]
     assert len(shocks) == 1 and shocks[0].tick >= 5000 + FAST_NEWS["news_min_gap_s"]
+    # joining at another tick tells other news (it told the same news at the same distance,
+    # so one logged restart foretold every later one)
+    for _ in range(1000):
+        later = sim.advance()
+    again = [s for _, s in events_step.build_step(config).on_state(later.state).private
+             if isinstance(s, NewsShock)]
+    assert len(again) == 1 and again[0].tick >= 6000 + FAST_NEWS["news_min_gap_s"]
+    assert (again[0].tick - 6000, again[0].magnitude) != (shocks[0].tick - 5000,
+                                                          shocks[0].magnitude)
 
 
 def test_forced_regime_takes_effect_next_tick(tmp_path: Path) -> None:
