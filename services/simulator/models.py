@@ -82,9 +82,11 @@ class RegimeChain:
         self._refill()
         return self._current
 
-    def force_shift(self) -> int:
-        """Apply a regime-shift news event: draw from the news matrix, redraw the future."""
-        self._current = self._draw(self._news_cum, self._current)
+    def force_shift(self, before: int | None = None) -> int:
+        """Apply a regime-shift news event: draw from the news matrix, redraw the future. The
+        draw is instead of this tick's own switch (GAME.md), so it starts from `before`, the
+        regime in force before the tick's step, where given."""
+        self._current = self._draw(self._news_cum, self._current if before is None else before)
         self._upcoming.clear()
         self._refill()
         return self._current

@@ -118,24 +118,25 @@ class SimStep:
 
     def advance(self) -> TickOutput:
         self.tick += 1
+        before: int | None = self._chain.current  # where a news shift draws from (GAME.md)
         self._chain.step()
-        if self._forced is not None:
+        if self._forced is not None:  # the operator's regime: a news shift starts from it
             self._chain.force(self._forced)
-            self._forced = None
-        self._apply_shocks()
+            self._forced = before = None
+        self._apply_shocks(before)
         self._spx.step(self._chain.vol)
         self._spy.step(self._spx.price)
         return self._output(retail=True)
 
-    def _apply_shocks(self) -> None:
+    def _apply_shocks(self, regime_before: int | None) -> None:
         due = sorted((s for s in self._pending.values() if s.tick <= self.tick),
                      key=lambda s: (s.tick, s.news_id))
         for shock in due:
             del self._pending[shock.news_id]
             if 0 < shock.tick < self.tick:
                 self.late_shocks += 1
-            if shock.regime_shift:
-                self._chain.force_shift()
+            if shock.regime_shift:  # instead of the tick's own switch
+                self._chain.force_shift(regime_before)
             sign = JUMP_SIGN.get(shock.direction)
             if shock.jump and sign is not None and 0.0 <= shock.magnitude < 1.0:
                 self._spx.apply_jump(sign, shock.magnitude)

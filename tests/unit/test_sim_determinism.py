@@ -3,6 +3,7 @@ same seed and same inputs -> the same price path and the same news, byte for byt
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,26 @@ def test_feed_stamps_per_topic_seqs_and_keeps_the_last_state() -> None:
     assert snap.seqs == {"md.underlying.SPX": 3, "md.underlying.SPY": 3} and snap.last_seq == 6
     assert snap.events["md.underlying.SPY"].price == 102  # type: ignore[union-attr]
     assert {e["epoch"] for f in sink.frames for e in msgspec.msgpack.decode(f[1])} == {7}
+
+
+def test_a_regime_shift_news_draws_instead_of_the_ticks_own_switch(tmp_path: Path) -> None:
+    """It drew from the regime the tick's own switch had already moved to: from medium, 5% of
+    shifts stayed in medium, where the news matrix (GAME.md) says never."""
+    config = game_config(tmp_path)
+    sim = sim_step.build_step(config)
+    before = sim.start().state.window[0]
+    moves: Counter[tuple[int, int]] = Counter()
+    for news_id in range(3_000):
+        sim.add_shock(NewsShock(news_epoch=0, news_id=news_id, tick=sim.tick + 1,
+                                direction="none", magnitude=0.0, regime_shift=True, jump=False))
+        after = sim.advance().state.window[0]
+        moves[before, after] += 1
+        before = after
+    matrix = config.simulator.news_regime_matrix
+    for (start, end), n in moves.items():
+        assert matrix[start][end] > 0, (start, end, n)
+    for start in range(3):
+        total = sum(n for (s, _), n in moves.items() if s == start)
+        assert total > 200, start  # every regime is left from often enough to count
+        for end in range(3):
+            assert moves[start, end] / total == pytest.approx(matrix[start][end], abs=0.06)
