@@ -277,6 +277,13 @@ class Config(_Section, frozen=True, kw_only=True):
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         self._check_start_prices()
+        if self.events.forecast_lead_max_ticks > self.simulator.regime_lookahead_ticks:
+            # the forecaster sees no further than the simulator has drawn: longer leads were
+            # accepted and never given
+            raise ValueError(f"events.forecast_lead_max_ticks "
+                             f"{self.events.forecast_lead_max_ticks} is beyond "
+                             f"simulator.regime_lookahead_ticks "
+                             f"{self.simulator.regime_lookahead_ticks}: raise the lookahead")
         if len(self.simulator.regime_vols) < 3 and self.events.forecast_false_alarm_share < 1:
             # it passed the load, then the events service refused to start
             raise ValueError("events.forecast_false_alarm_share must be 1 with two regimes "

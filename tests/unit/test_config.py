@@ -124,6 +124,8 @@ def test_a_role_table_changes_only_what_it_names() -> None:
                     "regime_matrix": [[0.95, 0.05], [0.05, 0.95]],
                     "news_regime_matrix": [[0.0, 1.0], [1.0, 0.0]]}},
      "events.forecast_false_alarm_share must be 1 with two regimes"),
+    ({"events": {"forecast_lead_max_ticks": 10}},
+     "forecast_lead_max_ticks 10 is beyond simulator.regime_lookahead_ticks 5"),
 ])
 def test_a_game_or_log_setting_that_cannot_work_fails_at_load(overrides: dict[str, Any],
                                                               message: str) -> None:
