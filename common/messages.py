@@ -9,7 +9,7 @@ Prices are integer ticks (cents), quantities integers, money integer cents (+ = 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -503,6 +503,7 @@ AnyMessage = (
 # than the interpreter's stack allows: a kilobyte of nested arrays in any `Any` field (or in a
 # field it skips) would otherwise take down whichever service read it.
 DecodeError = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+K = TypeVar("K", bound=msgspec.Struct)
 
 # Stateless and thread-safe: one encoder/decoder pair serves every service.
 _ENCODER = msgspec.msgpack.Encoder()
@@ -519,6 +520,15 @@ def encode(msg: msgspec.Struct) -> bytes:
 def decode(data: bytes) -> AnyMessage:
     """Decode any bus payload; raises one of `DecodeError` on a malformed or unknown frame."""
     return _DECODER.decode(data)
+
+
+def decode_if(data: bytes, kind: type[K]) -> K | None:
+    """The payload as a `kind`; None if it is malformed or another message."""
+    try:
+        msg = _DECODER.decode(data)
+    except DecodeError:
+        return None
+    return msg if isinstance(msg, kind) else None
 
 
 # --- published frames: [topic, msgpack array of one or more events of that topic, in seq order]

@@ -25,13 +25,12 @@ from sortedcontainers import SortedDict
 
 from common.messages import (
     BookDelta,
-    DecodeError,
     Event,
     Heartbeat,
     MarketSnapshot,
     MarketStatus,
     TradePrint,
-    decode,
+    decode_if,
 )
 
 log = logging.getLogger(__name__)
@@ -80,11 +79,8 @@ class BookMirror:
         self.need_snapshot.set()
 
     def feed(self, topic: bytes, payload: bytes) -> None:
-        try:
-            event = decode(payload)
-        except DecodeError:
-            return
-        if not isinstance(event, Event):
+        event = decode_if(payload, Event)
+        if event is None:
             return
         if self._buffer is not None:
             self._buffer.append((topic, event))

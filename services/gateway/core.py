@@ -19,7 +19,6 @@ from common import topics
 from common.config import Config
 from common.instruments import build_instruments
 from common.messages import (
-    DecodeError,
     Heartbeat,
     KeyReissued,
     MarketSnapshot,
@@ -27,7 +26,7 @@ from common.messages import (
     TeamInfo,
     TeamQuery,
     TeamReply,
-    decode,
+    decode_if,
 )
 from common.service import Context
 from services.gateway.auth import KeyRing
@@ -122,7 +121,7 @@ class Gateway:
         elif topic.startswith(topics.HEARTBEAT):
             service = topic[len(topics.HEARTBEAT):].decode(errors="replace")
             self.beats[service] = time.monotonic()
-            if service == "matcher" and (beat := _heartbeat(payload)) is not None:
+            if service == "matcher" and (beat := decode_if(payload, Heartbeat)) is not None:
                 self.mirror.beat(beat)
                 if beat.keys is not None:
                     self.keys.reissues_seen(beat.keys)
@@ -167,10 +166,3 @@ class Gateway:
         return {"status": "ok" if matcher_alive else "degraded", "service": "itg-gateway",
                 "version": VERSION, "gateway_id": self.gw_id, "services": services}
 
-
-def _heartbeat(payload: bytes) -> Heartbeat | None:
-    try:
-        beat = decode(payload)
-    except DecodeError:
-        return None
-    return beat if isinstance(beat, Heartbeat) else None

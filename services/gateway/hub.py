@@ -39,7 +39,6 @@ from common.messages import (
     AccountQuery,
     AccountReply,
     CancelAck,
-    DecodeError,
     Event,
     ExecutionReport,
     OrderAck,
@@ -48,7 +47,7 @@ from common.messages import (
     ReplayReply,
     ReplayRequest,
     TeamInfo,
-    decode,
+    decode_if,
 )
 from services.gateway import views
 from services.gateway.books import BookMirror
@@ -85,7 +84,7 @@ class Hub:
             if len(conn.held) > conn.limit:
                 self._slow(conn)
             return
-        event = _decode(payload)
+        event = decode_if(payload, Event)
         if event is None:
             return
         cursor = conn.session.cursor
@@ -279,7 +278,7 @@ class Hub:
     def _apply(self, conn: Connection, payloads: list[bytes], replayed: bool) -> bool:
         """Deliver payloads in seq order; False on a gap (the rest goes back to `held`)."""
         for i, payload in enumerate(payloads):
-            event = _decode(payload)
+            event = decode_if(payload, Event)
             if event is None or event.seq <= conn.session.cursor:
                 continue
             if event.seq != conn.session.cursor + 1:
@@ -289,11 +288,4 @@ class Hub:
             self._deliver(conn, event)
         return True
 
-
-def _decode(payload: bytes) -> Event | None:
-    try:
-        event = decode(payload)
-    except DecodeError:
-        return None
-    return event if isinstance(event, Event) else None
 
