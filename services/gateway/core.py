@@ -165,4 +165,3 @@ class Gateway:
         matcher_alive = services.get("matcher", {}).get("alive", False)
         return {"status": "ok" if matcher_alive else "degraded", "service": "itg-gateway",
                 "version": VERSION, "gateway_id": self.gw_id, "services": services}
-

@@ -223,7 +223,8 @@ def test_a_gateway_waiting_for_the_matcher_stops_when_asked(tmp_path: Path) -> N
     service = GatewayService(make_config(tmp_path / "data", gateway={"port": 0}))
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
-    time.sleep(1.0)  # the HTTP server is up, the matcher nowhere
+    wait_for(lambda: getattr(service, "server", None) is not None and service.server.started,
+             10, "the HTTP server up")  # and then waiting for a matcher that is nowhere
     assert not service.ready.is_set()
     asked = time.monotonic()
     service.stop()
