@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from itertools import accumulate
 
 import numpy as np
@@ -29,11 +29,13 @@ def _cumulative(matrix: Sequence[Sequence[float]]) -> list[list[float]]:
 
 
 class RegimeChain:
-    """Markov-switching volatility regime with a pre-drawn window of future regimes.
+    """Markov-switching volatility regime whose next `lookahead` switches are already drawn.
 
-    `current` is the regime in force for the next price step. `upcoming` holds the next
-    `lookahead` regimes, already drawn, so the hedge-fund forecaster can be told the truth and
-    its accuracy can be measured. A news shift redraws the window from the new regime.
+    Each tick's switch is one uniform draw, made `lookahead` ticks ahead, mapped through the
+    row of the regime in force: the tick matrix's row, or the news matrix's at a tick where a
+    regime-shift news hits (GAME.md: the news draw replaces the tick's own switch). So the
+    regimes of the next ticks are known before they happen, news shifts included, and the
+    hedge-fund forecaster can be told the truth and its accuracy measured.
     """
 
     def __init__(
@@ -51,9 +53,9 @@ class RegimeChain:
         if not 0 <= self._current < len(self._vols):
             raise ValueError(f"initial regime {self._current} out of range")
         size = settings.regime_lookahead_ticks if lookahead is None else lookahead
-        if size < 0:
-            raise ValueError("lookahead must be >= 0")
-        self._upcoming: deque[int] = deque()
+        if size < 1:
+            raise ValueError("lookahead must be >= 1")
+        self._draws: deque[float] = deque()  # the uniform of each of the next ticks' switch
         self._lookahead = size
         self._refill()
 
@@ -65,50 +67,34 @@ class RegimeChain:
     def vol(self) -> float:
         return self._vols[self._current]
 
-    @property
-    def upcoming(self) -> tuple[int, ...]:
-        return tuple(self._upcoming)
+    def window(self, shifts: Collection[int] = ()) -> tuple[int, ...]:
+        """The regime in force now, then at each of the next `lookahead` ticks; `shifts` are
+        the offsets (1 = the next tick) where a regime-shift news is due."""
+        regimes = [self._current]
+        for offset, draw in enumerate(self._draws, start=1):
+            regimes.append(self._switch(regimes[-1], draw, offset in shifts))
+        return tuple(regimes)
 
-    def window(self) -> tuple[int, ...]:
-        """The current regime followed by the pre-drawn upcoming ones."""
-        return (self._current, *self._upcoming)
-
-    def step(self) -> int:
-        """Advance one tick; returns the regime now in force."""
-        if self._upcoming:
-            self._current = self._upcoming.popleft()
-        else:
-            self._current = self._draw(self._tick_cum, self._current)
+    def step(self, shift: bool = False, start: int | None = None) -> int:
+        """Advance one tick; returns the regime now in force. `shift`: a regime-shift news hits
+        this tick. `start`: the game master's regime, in force from this tick unless a news
+        shift moves it (the shift then starts from it)."""
+        draw = self._draws.popleft()
         self._refill()
+        if start is not None:
+            self._current = start
+            if not shift:
+                return start
+        self._current = self._switch(self._current, draw, shift)
         return self._current
 
-    def force_shift(self, before: int | None = None) -> int:
-        """Apply a regime-shift news event: draw from the news matrix, redraw the future. The
-        draw is instead of this tick's own switch (GAME.md), so it starts from `before`, the
-        regime in force before the tick's step, where given."""
-        self._current = self._draw(self._news_cum, self._current if before is None else before)
-        self._upcoming.clear()
-        self._refill()
-        return self._current
-
-    def force(self, regime: int) -> int:
-        """Game-master override: `regime` is in force now and the future is redrawn from it."""
-        if not 0 <= regime < len(self._vols):
-            raise ValueError(f"regime {regime} out of range")
-        self._current = regime
-        self._upcoming.clear()
-        self._refill()
-        return regime
+    def _switch(self, regime: int, draw: float, shift: bool) -> int:
+        row = (self._news_cum if shift else self._tick_cum)[regime]
+        return min(bisect_right(row, draw), len(row) - 1)
 
     def _refill(self) -> None:
-        last = self._upcoming[-1] if self._upcoming else self._current
-        while len(self._upcoming) < self._lookahead:
-            last = self._draw(self._tick_cum, last)
-            self._upcoming.append(last)
-
-    def _draw(self, cumulative: list[list[float]], state: int) -> int:
-        row = cumulative[state]
-        return min(bisect_right(row, float(self._rng.random())), len(row) - 1)
+        while len(self._draws) < self._lookahead:
+            self._draws.append(float(self._rng.random()))
 
 
 class UnderlyingPath:

@@ -4,9 +4,10 @@ No sockets, no clock: the service paces `advance` and publishes what it returns,
 determinism test drives the very same object in a loop. All randomness comes from the seeded
 streams in `common.rng`, so the same seed and the same inputs give the same ticks, bit for bit.
 
-Order within tick t: the regime chain steps to r_t; a game-master override, then news shocks
-due at t, apply (regime shift, then jump); SPX makes its GBM step at r_t's volatility; SPY
-follows SPX with its lag; fair values, marks and retail orders are priced from the results.
+Order within tick t: the regime chain steps to r_t (from the game master's override if one is
+set; by the news matrix if a regime-shift news is due at t); news jumps due at t apply; SPX
+makes its GBM step at r_t's volatility; SPY follows SPX with its lag; fair values, marks and
+retail orders are priced from the results.
 """
 
 from __future__ import annotations
@@ -118,30 +119,33 @@ class SimStep:
 
     def advance(self) -> TickOutput:
         self.tick += 1
-        before: int | None = self._chain.current  # where a news shift draws from (GAME.md)
-        self._chain.step()
-        if self._forced is not None:  # the operator's regime: a news shift starts from it
-            self._chain.force(self._forced)
-            self._forced = before = None
-        self._apply_shocks(before)
+        due = sorted((s for s in self._pending.values() if s.tick <= self.tick),
+                     key=lambda s: (s.tick, s.news_id))
+        # a news shift replaces the tick's own switch (GAME.md); the operator's regime is in
+        # force from this tick, and a news shift starts from it
+        self._chain.step(shift=any(s.regime_shift for s in due), start=self._forced)
+        self._forced = None
+        self._apply_jumps(due)
         self._spx.step(self._chain.vol)
         self._spy.step(self._spx.price)
         return self._output(retail=True)
 
-    def _apply_shocks(self, regime_before: int | None) -> None:
-        due = sorted((s for s in self._pending.values() if s.tick <= self.tick),
-                     key=lambda s: (s.tick, s.news_id))
+    def _apply_jumps(self, due: list[NewsShock]) -> None:
         for shock in due:
             del self._pending[shock.news_id]
             if 0 < shock.tick < self.tick:
                 self.late_shocks += 1
-            if shock.regime_shift:  # instead of the tick's own switch
-                self._chain.force_shift(regime_before)
             sign = JUMP_SIGN.get(shock.direction)
             if shock.jump and sign is not None and 0.0 <= shock.magnitude < 1.0:
                 self._spx.apply_jump(sign, shock.magnitude)
             self._applied.append((shock.news_id, self.tick))
             self._applied_ids.add(shock.news_id)
+
+    def _window(self) -> tuple[int, ...]:
+        """The regimes ahead as the shocks held make them: a held shock hits at its tick, or
+        at the next one if that is past (the game master's next regime is not foreseen)."""
+        shifts = {max(s.tick - self.tick, 1) for s in self._pending.values() if s.regime_shift}
+        return self._chain.window(shifts)
 
     def _output(self, retail: bool) -> TickOutput:
         s, tick = self._s, self.tick
@@ -186,7 +190,7 @@ class SimStep:
 
     def _state(self, spots: Mapping[str, int], game_s: float) -> SimState:
         return SimState(
-            tick=self.tick, game_s=game_s, prices=dict(spots), window=list(self._chain.window()),
+            tick=self.tick, game_s=game_s, prices=dict(spots), window=list(self._window()),
             premium=self._spy.premium, next_premium=self._spy.next_premium,
             news_epoch=self._news_epoch, news_applied=list(self._applied),
             news_pending=sorted(self._pending), game=self.game,

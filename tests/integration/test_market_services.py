@@ -293,11 +293,11 @@ def test_a_simulator_that_crashed_resumes_from_a_whole_tick(
         sim: Any = cluster.services["simulator"]
         wait_for(lambda: sim.step.tick >= 300, what="300 ticks")
 
-        def fails(step: SimStep) -> None:
+        def fails(step: SimStep, due: object) -> None:
             step.tick += 1000  # part of a tick's work, then the fault
             raise RuntimeError("injected")
 
-        monkeypatch.setattr(SimStep, "_apply_shocks", fails)
+        monkeypatch.setattr(SimStep, "_apply_jumps", fails)
         cluster._threads["simulator"].join(10)
         published = sim._last.tick
     saved = Checkpoint(tmp_path / "data" / "simulator", config).load()

@@ -215,7 +215,7 @@ def test_regime_dwell_time_in_game_seconds_survives_a_shorter_tick() -> None:
 
 def test_lookahead_window_is_the_future_that_happens() -> None:
     chain = RegimeChain(SETTINGS, rng(3))
-    assert len(chain.upcoming) == SETTINGS.regime_lookahead_ticks
+    assert len(chain.window()) == SETTINGS.regime_lookahead_ticks + 1
     windows = []
     path = []
     for _ in range(5000):
@@ -226,24 +226,37 @@ def test_lookahead_window_is_the_future_that_happens() -> None:
         assert list(window) == path[t : t + len(window)]
 
 
+def test_the_window_foresees_the_news_shifts_it_is_told_of() -> None:
+    """A regime change caused by news is in the window as soon as the news is scheduled, so
+    the hedge funds' forecast covers it like any other (GAME.md: ahead of each change)."""
+    generator = rng(9)
+    for offset in range(1, SETTINGS.regime_lookahead_ticks + 1):
+        for _ in range(200):
+            chain = RegimeChain(SETTINGS, generator, initial=int(generator.integers(3)))
+            window = chain.window({offset})
+            path = [chain.current]
+            for k in range(1, len(window)):
+                path.append(chain.step(shift=k == offset))
+            assert list(window) == path
+
+
 def test_news_shift_draws_from_the_news_matrix() -> None:
     generator = rng(4)
     for start in range(3):
-        chain = RegimeChain(SETTINGS, generator, initial=start)
         seen: Counter[int] = Counter()
         for _ in range(20_000):
-            seen[chain.force_shift()] += 1
-            chain = RegimeChain(SETTINGS, generator, initial=start)
+            seen[RegimeChain(SETTINGS, generator, initial=start).step(shift=True)] += 1
         freq = [seen[i] / 20_000 for i in range(3)]
         assert np.allclose(freq, SETTINGS.news_regime_matrix[start], atol=0.015)
 
 
-def test_news_shift_redraws_the_window_from_the_new_regime() -> None:
+def test_the_game_masters_regime_is_in_force_unless_news_moves_it() -> None:
     chain = RegimeChain(SETTINGS, rng(5), initial=0)
-    new = chain.force_shift()
-    assert chain.current == new
-    assert len(chain.upcoming) == SETTINGS.regime_lookahead_ticks
-    assert chain.vol == SETTINGS.regime_vols[new]
+    assert chain.step(start=2) == 2 and chain.vol == SETTINGS.regime_vols[2]
+    shifted = Counter(RegimeChain(SETTINGS, rng(i), initial=0).step(shift=True, start=1)
+                      for i in range(2000))
+    assert shifted[1] == 0  # GAME.md's news matrix never stays in medium
+    assert set(shifted) == {0, 2}
 
 
 # --- SPX path ---
@@ -496,12 +509,11 @@ def _game_bytes(seed: int, ticks: int = 3000) -> bytes:
     for t in range(ticks):
         price = spx.step(chain.vol)
         if t % 700 == 0:
-            chain.force_shift()
             spx.apply_jump(DOWN, 0.01)
         spy.step(price)
         out[t] = (spx.price_ticks, spy.price_ticks, chain.current)
         intents.extend(flow.generate({"SPX": spx.price, "SPY": spy.price}, chain.vol, 0.05))
-        chain.step()
+        chain.step(shift=t % 700 == 0)
     return out.tobytes() + msgspec.msgpack.encode(intents)
 
 

@@ -46,19 +46,24 @@ class Game:
         self.public: list[bytes] = []
         self.news: list[News] = []
         self.orders: list[Any] = []
+        self.regimes: list[int] = []  # in force at each tick
+        self.forecasts: list[VolForecastSignal] = []
         self._run(self.sim.start())
 
     def _run(self, out: sim_step.TickOutput) -> None:
         self.public += [encode(e) for e in (*out.underlyings, *out.fair_values)]
         self.orders += out.orders
+        self.regimes.append(out.state.window[0])
         result = self.events.on_state(out.state)
         for _, event in result.public:
             if isinstance(event, News):
                 self.news.append(event)
                 self.public.append(encode(event))
-        for _, private in result.private:
+        for topic, private in result.private:
             if isinstance(private, NewsShock):
                 self.sim.add_shock(private)
+            elif isinstance(private, VolForecastSignal) and topic == b"signal.hedge_fund":
+                self.forecasts.append(private)
 
     def play(self, ticks: int, inject: dict[int, InjectNews] | None = None) -> Game:
         for _ in range(ticks):
@@ -298,6 +303,23 @@ def test_feed_stamps_per_topic_seqs_and_keeps_the_last_state() -> None:
     assert snap.seqs == {"md.underlying.SPX": 3, "md.underlying.SPY": 3} and snap.last_seq == 6
     assert snap.events["md.underlying.SPY"].price == 102  # type: ignore[union-attr]
     assert {e["epoch"] for f in sink.frames for e in msgspec.msgpack.decode(f[1])} == {7}
+
+
+def test_regime_changes_caused_by_news_are_forecast_like_any_other(tmp_path: Path) -> None:
+    """GAME.md: a forecast ahead of each regime change. The forecaster saw only the tick
+    matrix's switches, so changes made by news (drawn at their tick) went unannounced."""
+    game = Game(game_config(tmp_path, seed=3)).play(8_000)
+    regimes, names = game.regimes, game.sim.regime_names
+    changes = {t for t in range(10, len(regimes) - 1) if regimes[t] != regimes[t - 1]}
+    news_ticks = {n.tick for n in game.news}
+    by_news = changes & news_ticks
+    assert len(by_news) >= 15, len(by_news)  # enough shifts to tell
+    targets = Counter(f.target_tick for f in game.forecasts)
+    assert [t for t in sorted(changes) if targets[t] != 1] == []  # each announced once
+    right = [f for f in game.forecasts if f.target_tick in by_news
+             and names[regimes[f.target_tick]] == f.regime]
+    assert len(right) >= len(by_news) // 2  # and mostly rightly (the oracle's own noise)
+    assert all(1 <= f.lead_ticks <= 5 for f in game.forecasts)
 
 
 def test_a_regime_shift_news_draws_instead_of_the_ticks_own_switch(tmp_path: Path) -> None:
