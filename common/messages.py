@@ -534,19 +534,6 @@ def decode_if(data: bytes, kind: type[K]) -> K | None:
 # --- published frames: [topic, msgpack array of one or more events of that topic, in seq order]
 
 
-def join_events(payloads: list[bytes]) -> bytes:
-    """A published frame from events encoded one by one (each is also kept alone, for replay):
-    a msgpack array header, then their concatenation."""
-    n = len(payloads)
-    if n < 16:
-        head = bytes((0x90 | n,))
-    elif n < 1 << 16:
-        head = b"\xdc" + n.to_bytes(2, "big")
-    else:
-        head = b"\xdd" + n.to_bytes(4, "big")
-    return head + b"".join(payloads)
-
-
 def encode_events(*events: msgspec.Struct) -> bytes:
     return _ENCODER.encode(events)
 

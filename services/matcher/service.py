@@ -28,6 +28,7 @@ from common.messages import (
     AccountsQuery,
     Command,
     ErrorReply,
+    Event,
     Message,
     Ping,
     Pong,
@@ -39,7 +40,6 @@ from common.messages import (
     decode,
     encode,
     encode_events,
-    join_events,
 )
 from common.outbox import RecordLink
 from common.records import AnyRecord
@@ -172,7 +172,7 @@ class MatcherService(Service):
                 cmd = decode(payload)
                 assert isinstance(cmd, Command)
                 for topic, event in engine.apply(cmd, seq, ts):
-                    self.rings.add(topic, event.seq, [encode(event)])
+                    self.rings.add(topic, event.seq, [event])
                 for record in engine.take_records():
                     self.outbox.add(record, now)
         self.rings.start_at(engine.seqs)
@@ -236,25 +236,23 @@ class MatcherService(Service):
     def _publish_durable(self) -> None:
         durable = self.disk.durable_batch()
         now = time.monotonic()
-        frames: dict[bytes, list[bytes]] = {}  # one frame per topic for everything now durable
-        last: dict[bytes, int] = {}  # each topic's last seq in them
+        groups: dict[bytes, list[Event]] = {}  # one frame per topic for everything now durable
         while self._waiting and self._waiting[0].number <= durable:
             batch = self._waiting.popleft()
             for topic, event in batch.events:
                 # popped and put back: topics go out in the order of their LAST event, so a
                 # response never overtakes the events of its own command (they come before it)
-                group = frames.pop(topic, None) or []
-                group.append(encode(event))
-                frames[topic] = group
-                last[topic] = event.seq
+                group = groups.pop(topic, None) or []
+                group.append(event)
+                groups[topic] = group
             for record in batch.records:
                 self.outbox.add(record, now)
-        for topic, payloads in frames.items():
-            self.rings.add(topic, last[topic], payloads)
+        for topic, group in groups.items():
+            self.rings.add(topic, group[-1].seq, group)
             public = topic.startswith(topics.MD)
             if public:
-                self._md_published += len(payloads)
-            send_frame(self.md if public else self.private, topic, join_events(payloads))
+                self._md_published += len(group)
+            send_frame(self.md if public else self.private, topic, encode_events(*group))
         self.records.send_due(now)
         if not self._waiting and self._deferred:
             self._answer_deferred()

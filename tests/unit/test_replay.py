@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from common.messages import CancelAck, decode, encode
 from services.matcher.replay import ReplayRings
 
 TOPIC = b"exec.TEAM_001"
 
 
+def ack(seq: int) -> CancelAck:
+    return CancelAck(seq=seq, order_id=f"ORD_{seq:08d}", client_order_id=None,
+                     team_id="TEAM_001", instrument_id="SPX_4500_CALL", cancelled_quantity=1,
+                     reason="user_requested")
+
+
 def test_a_replay_gives_what_the_ring_holds_and_says_when_it_is_short() -> None:
     rings = ReplayRings(private_size=3, public_size=3)
-    rings.add(TOPIC, 2, [b"e1", b"e2"])
-    rings.add(TOPIC, 5, [b"e3", b"e4", b"e5"])  # e1 and e2 fall out
+    rings.add(TOPIC, 2, [ack(1), ack(2)])
+    rings.add(TOPIC, 5, [ack(3), ack(4), ack(5)])  # 1 and 2 fall out
     held = rings.replay(TOPIC, 3)
-    assert (held.payloads, held.complete) == ([b"e3", b"e4", b"e5"], True)
+    assert (held.payloads, held.complete) == ([encode(ack(s)) for s in (3, 4, 5)], True)
+    assert [decode(p) for p in held.payloads] == [ack(3), ack(4), ack(5)]
     short = rings.replay(TOPIC, 1)
-    assert (short.payloads, short.complete) == ([b"e3", b"e4", b"e5"], False)
+    assert (short.payloads, short.complete) == (held.payloads, False)
     assert rings.replay(TOPIC, 6).complete and rings.replay(b"exec.OTHER", 1).complete
 
 
@@ -24,5 +32,5 @@ def test_after_a_restart_events_from_before_it_are_reported_missing() -> None:
     gone = rings.replay(TOPIC, 2)
     assert (gone.payloads, gone.complete) == ([], False)
     assert rings.replay(TOPIC, 5).complete  # nothing after 4 yet: nothing is missing
-    rings.add(TOPIC, 5, [b"e5"])
-    assert rings.replay(TOPIC, 5).payloads == [b"e5"]
+    rings.add(TOPIC, 5, [ack(5)])
+    assert rings.replay(TOPIC, 5).payloads == [encode(ack(5))]
