@@ -231,6 +231,9 @@ class Pong(Message, tag="pong", kw_only=True):
     service: str
     epoch: int
     last_seq: int
+    # the matcher: every persistence record up to this one is stored (a DB writer acknowledged
+    # it). Writers commit out of order, so the database's own high-water mark cannot say this.
+    records_stored: int = 0
 
 
 class SnapshotRequest(Message, tag="snapshot_request", kw_only=True):

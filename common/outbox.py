@@ -88,6 +88,14 @@ class Outbox:
         if self._open:
             self._close_batches(float("inf"))
 
+    def first_pending(self) -> int | None:
+        """The lowest seq not acknowledged as stored yet; None when every record added is."""
+        firsts = [top - count + 1 for top, (count, _) in islice(self._unsent.items(), 1)]
+        firsts += [top - count + 1 for top, (_, count, _) in self._taken.items()]
+        if self._open:
+            firsts.append(self._open[0].seq)
+        return min(firsts, default=None)
+
     def no_writer(self, now: float) -> bool:
         """No writer took the last batch offered, and none holds one: none is connected."""
         return now < self._hold_until and not self._taken

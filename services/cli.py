@@ -9,6 +9,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import msgspec
@@ -16,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from common.bus_client import BusTimeout, MatcherClient
 from common.config import SERVICES, Config, ConfigError, load_config
-from common.messages import AccountsQuery, AccountsReply
+from common.messages import AccountsQuery, AccountsReply, Ping, Pong
 from common.service import freeze_heap, run_process
 from services import benchmarks, logfmt
 from services import cluster as cluster_cli
@@ -150,10 +151,10 @@ def _recover(config: Config, check: bool) -> int:
     if check and config.bus.transport == "inproc":
         raise ClusterError("recover --check asks the running matcher: give the cluster's config "
                            "(bus transport ipc or tcp); inproc reaches only this process")
-    live = _live_accounts(config) if check else None
+    live, stored = _live_accounts(config) if check else (None, 0)
     upto = None if live is None else live.record_seq
     try:  # with --check, as of the matcher's answer: trades since then are no difference
-        db, stored = rebuild(config, upto, wait_s=RECOVER_WAIT_S)
+        db = rebuild(config, upto)
     except (SQLAlchemyError, FileNotFoundError) as exc:
         raise ClusterError(f"recover: cannot read the database: {exc}") from None
     print(table(db))
@@ -161,18 +162,27 @@ def _recover(config: Config, check: bool) -> int:
         return 0
     diffs = differences(db, {a.team_id: a for a in live.accounts})
     if stored < live.record_seq:
-        diffs.insert(0, f"the database holds the matcher's records up to {stored}, the matcher "
-                        f"is at {live.record_seq}: is a DB writer down or behind?")
+        diffs.insert(0, f"the DB writers have stored the matcher's records up to {stored}, the "
+                        f"state compared includes {live.record_seq}: is a DB writer down or "
+                        f"behind?")
     print("\n".join(diffs) if diffs else f"all {len(db)} teams match the matcher")
     return 1 if diffs else 0
 
 
-def _live_accounts(config: Config) -> AccountsReply:
-    """Every account, at one point of the matcher's state (and the record it includes)."""
+def _live_accounts(config: Config) -> tuple[AccountsReply, int]:
+    """Every account, at one point of the matcher's state (and the record it includes), and
+    how far the DB writers have stored the matcher's records, once they have stored every
+    record that state includes (or after RECOVER_WAIT_S)."""
     client = MatcherClient(config)
     try:
         client.wait_ready(RECOVER_WAIT_S)
-        return client.call(AccountsQuery(), AccountsReply)
+        live = client.call(AccountsQuery(), AccountsReply)
+        deadline = time.monotonic() + RECOVER_WAIT_S
+        stored = client.call(Ping(), Pong).records_stored
+        while stored < live.record_seq and time.monotonic() < deadline:
+            time.sleep(0.1)
+            stored = client.call(Ping(), Pong).records_stored
+        return live, stored
     except BusTimeout:
         raise ClusterError(f"recover --check: the matcher did not answer within "
                            f"{RECOVER_WAIT_S:g} s; is the cluster running with this config?"

@@ -3,7 +3,6 @@ position snapshot plus the trades after it), optionally checked against the live
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,21 +15,16 @@ from services.dbwriter.store import Store
 from services.matcher.records import STREAM
 
 
-def rebuild(config: Config, upto: int | None = None,
-            wait_s: float = 0.0) -> tuple[dict[str, TeamPositions], int]:
-    """Every team's book from the database, and the last record stored; with `upto`, as of
-    that record, once the DB writers have stored it (waiting up to `wait_s`)."""
+def rebuild(config: Config, upto: int | None = None) -> dict[str, TeamPositions]:
+    """Every team's book from the database; with `upto`, as of that record of the matcher's
+    (the caller makes sure the writers have stored it: with several, a later record can be
+    in while an earlier one is not yet)."""
     url = make_url(config.db_url)
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
         # opening it would make an empty database there (and "no such table" after that)
         raise FileNotFoundError(f"no SQLite database at {url.database}")
     with Store(config.db_url, create=False) as store:
-        deadline = time.monotonic() + wait_s
-        stored = store.last_seq(STREAM)
-        while upto is not None and stored < upto and time.monotonic() < deadline:
-            time.sleep(0.1)
-            stored = store.last_seq(STREAM)
-        return store.positions_from_db(STREAM, upto), stored
+        return store.positions_from_db(STREAM, upto)
 
 
 def differences(db: Mapping[str, TeamPositions],

@@ -149,6 +149,16 @@ class MatcherService(Service):
     def keys_reissued(self) -> int:
         return self.engine.seqs.get(topics.KEYS, 0)
 
+    def records_stored(self) -> int:
+        """Every persistence record up to this one is acknowledged by a DB writer."""
+        waiting = next((b.records[0].seq for b in self._waiting if b.records), None)
+        pending = [s for s in (self.outbox.first_pending(), waiting) if s is not None]
+        return min(pending) - 1 if pending else self.engine.counters.get("record", 0)
+
+    def _pong(self) -> Pong:
+        return Pong(service=self.name, epoch=self.epoch, last_seq=self.engine.last_seq,
+                    records_stored=self.records_stored())
+
     def _recover(self) -> tuple[Engine, bool]:
         """The engine as the last run left it, under the rules now configured; False if no
         snapshot holds those rules yet."""
@@ -324,9 +334,9 @@ class MatcherService(Service):
         engine = self.engine
         match request:
             case Ping():
-                return Pong(service=self.name, epoch=self.epoch, last_seq=engine.last_seq)
+                return self._pong()
             case Probe(gw=gw):
-                pong = Pong(service=self.name, epoch=self.epoch, last_seq=engine.last_seq)
+                pong = self._pong()
                 send_frame(self.private, topics.response(gw), encode_events(pong))
                 return pong
             case SnapshotRequest():

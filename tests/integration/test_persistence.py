@@ -371,6 +371,38 @@ def test_recover_check_compares_at_one_point_and_sees_what_the_database_lacks(
         ctx.term()
 
 
+def test_recover_check_waits_for_a_writer_that_stores_an_earlier_batch_last(
+        processes: Processes) -> None:
+    """With one writer paused holding a batch, the other stored later ones: the check took the
+    database's high-water mark for "all stored", and reported every team as different."""
+    processes.start("matcher")
+    paused, _ = processes.start("dbwriter"), processes.start("dbwriter")
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    client = MatcherClient(processes.config, ctx)
+    rng = random.Random(6)
+    try:
+        client.wait_ready(30)
+        teams = register(client, 4)
+        send_orders(client, [random_order(rng, teams) for _ in range(100)])
+        time.sleep(1)  # both writers connected and idle
+        paused.send_signal(signal.SIGSTOP)
+        for _ in range(10):  # batches go to the writers in turn: the paused one holds some
+            send_orders(client, [random_order(rng, teams) for _ in range(20)])
+            time.sleep(0.05)
+        check = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "recover", "--check", "--config",
+             str(processes.path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(2)
+        paused.send_signal(signal.SIGCONT)
+        out, _ = check.communicate(timeout=60)
+        assert check.returncode == 0, out
+        assert "teams match the matcher" in out
+    finally:
+        paused.send_signal(signal.SIGCONT)
+        client.close()
+        ctx.term()
+
+
 # --- the database goes away for 30 s ---
 
 

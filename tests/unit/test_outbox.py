@@ -63,6 +63,28 @@ def test_unacknowledged_batches_go_out_again_until_acked() -> None:
     assert box.due(now=100.0) == []
 
 
+def test_the_first_pending_record_is_the_lowest_not_acknowledged() -> None:
+    """Writers acknowledge out of order: what is stored for sure ends before the lowest
+    record still waiting (taken, untaken or in the open batch)."""
+    box = Outbox("sim", DbConfig(batch_max_rows=2, batch_max_ms=100, resend_after_s=5))
+    assert box.first_pending() is None
+    for seq in range(1, 8):
+        box.add(rec(seq), now=0.0)
+    assert box.first_pending() == 1
+    first, second, third = hand_over(box, now=0.0)
+    box.ack(3, second[0])
+    assert box.first_pending() == 1  # a later batch stored first: 1..2 may not be
+    box.ack(1, first[0])
+    assert box.first_pending() == 5
+    box.ack(5, third[0])
+    assert box.first_pending() == 7  # the open batch
+    box.close_open()
+    assert box.first_pending() == 7  # closed, not taken yet
+    hand_over(box, now=1.0)
+    box.ack(7, 7)
+    assert box.first_pending() is None
+
+
 def test_with_no_writer_batches_wait_a_moment_then_go_first_in_order() -> None:
     box = Outbox("sim", DbConfig(batch_max_rows=2, batch_max_ms=100, resend_after_s=5))
     for seq in range(1, 5):
