@@ -447,8 +447,9 @@ class Engine:
 
     def _mark(self, cmd: PriceMark) -> None:
         # in the price range: a mark goes into every P&L, and a mark of 2**63 made the
-        # snapshot's encoding overflow (journaled, it killed every restart too)
-        if cmd.instrument_id in self.instruments and 0 < cmd.price <= self.game.max_price_ticks:
+        # snapshot's encoding overflow (journaled, it killed every restart too). 0 is a price
+        # here: an option far out of the money is worth nothing, and P&L must say so.
+        if cmd.instrument_id in self.instruments and 0 <= cmd.price <= self.game.max_price_ticks:
             self.marks[cmd.instrument_id] = cmd.price
             self._respond(cmd, ok=True)
         else:

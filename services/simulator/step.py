@@ -172,10 +172,10 @@ class SimStep:
 
     def _changed_marks(self, spots: Mapping[str, int],
                        fair: Sequence[FairValues]) -> list[tuple[str, int]]:
-        """The matcher takes positive marks only; a value that rounds to 0 keeps the last one."""
+        """Marks that changed: 0 included (a worthless option), as the leaderboard values it."""
         candidates = [*spots.items(), *((iid, ticks) for fv in fair for iid, ticks, _ in fv.values)]
         marks = [(iid, ticks) for iid, ticks in candidates
-                 if ticks > 0 and iid in self._known and self._marks.get(iid) != ticks]
+                 if ticks >= 0 and iid in self._known and self._marks.get(iid) != ticks]
         self._marks.update(marks)
         return marks
 

@@ -21,8 +21,10 @@ from common.messages import (
     Response,
     SetHalt,
     SetPhase,
+    SnapshotPositions,
     TradePrint,
 )
+from common.records import PositionSnapshotRecord
 from services.matcher import engine
 from services.matcher.accounts import NS_PER_S, Account
 from services.matcher.state import state_hash
@@ -192,7 +194,24 @@ def test_a_client_order_id_reused_for_another_order_is_refused(harness: Harness)
     assert response(harness.order(mm, "buy", 5, 1.00, client_order_id="abc")).ok  # a retry
 
 
-@pytest.mark.parametrize("price", [0, -1, 10**12, 2**63 - 1])
+def test_a_worthless_option_is_marked_at_zero(harness: Harness) -> None:
+    """The matcher took positive marks only: a call that fell to nothing kept its last mark in
+    the position snapshots (/history/pnl) while the leaderboard valued it at 0."""
+    mm, other = harness.team("mm"), harness.team("other")
+    harness.order(mm, "sell", 2, 1.00)
+    harness.order(other, "buy", 2, 1.00)
+    for price, value in ((100, 2 * 100 * 100), (0, 0)):
+        r = response(harness.apply(PriceMark(gw="t", instrument_id="SPX_4500_CALL", price=price)))
+        assert r.ok
+        harness.engine.take_records()
+        harness.apply(SnapshotPositions())
+        book = next(r for r in harness.engine.take_records()
+                    if isinstance(r, PositionSnapshotRecord) and r.team_id == other)
+        assert book.positions == {"SPX_4500_CALL": 2}
+        assert book.pnl == book.cash + value
+
+
+@pytest.mark.parametrize("price", [-1, 10**12, 2**63 - 1])
 def test_a_mark_outside_the_price_range_is_refused(harness: Harness, price: int) -> None:
     before = state_hash(harness.engine, sequencing=False)
     r = response(harness.apply(PriceMark(gw="t", instrument_id="SPX_4500_CALL", price=price)))
