@@ -42,5 +42,6 @@ class ReplayRings:
         first = last - len(ring) + 1
         start = max(from_seq, first)
         payloads = [encode(ring[i - first]) for i in range(start, last + 1)]
+        # seqs start at 1: asking from 0 (or below) asks from the first, not for more
         return ReplayReply(topic=topic.decode(), payloads=payloads,
-                           complete=from_seq >= first or from_seq > last)
+                           complete=max(from_seq, 1) >= first or from_seq > last)

@@ -34,3 +34,11 @@ def test_after_a_restart_events_from_before_it_are_reported_missing() -> None:
     assert rings.replay(TOPIC, 5).complete  # nothing after 4 yet: nothing is missing
     rings.add(TOPIC, 5, [ack(5)])
     assert rings.replay(TOPIC, 5).payloads == [encode(ack(5))]
+
+
+def test_a_replay_from_0_of_a_ring_that_holds_seq_1_is_complete() -> None:
+    rings = ReplayRings(private_size=3, public_size=3)
+    rings.add(TOPIC, 2, [ack(1), ack(2)])
+    for start in (0, -5):
+        held = rings.replay(TOPIC, start)
+        assert (len(held.payloads), held.complete) == (2, True)
