@@ -23,6 +23,22 @@ from services.gateway.app import create_asgi
 from services.gateway.core import Gateway
 
 log = logging.getLogger(__name__)
+DENIED = "ASGI callable returned without completing handshake."
+
+
+class _DeniedHandshakes(logging.Filter):
+    """uvicorn's websockets-sansio protocol (0.54) logs DENIED as an ERROR after every
+    handshake the app refuses with an HTTP answer (a wrong key gets 401): an answer, not a
+    failure, and a bot retrying with a stale key would fill the log with it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != DENIED
+
+
+def _quiet_denials() -> None:
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DeniedHandshakes) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(_DeniedHandshakes())
 
 
 class GatewayService(Service):
@@ -35,11 +51,14 @@ class GatewayService(Service):
         self.listener = socket.create_server((settings.host, settings.port), backlog=2048,
                                              reuse_port=False)
         self.port = self.listener.getsockname()[1]
+        # log_config=None: uvicorn's records go to the process's handlers (--log-format json)
+        # instead of handlers of its own, which printed plain text into JSON logs
         self.server = uvicorn.Server(uvicorn.Config(
             create_asgi(self.gateway), loop="uvloop", http="httptools", ws="websockets-sansio",
             ws_max_size=settings.max_ws_frame_bytes, ws_per_message_deflate=False,
-            lifespan="on", access_log=False, log_level="warning", proxy_headers=False,
-            timeout_graceful_shutdown=2))
+            lifespan="on", access_log=False, log_level="warning", log_config=None,
+            proxy_headers=False, timeout_graceful_shutdown=2))
+        _quiet_denials()
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, name="itg-gateway-http", daemon=True)
         self._thread.start()

@@ -3,6 +3,7 @@ clients, frame limits, and public feeds (news to all, signals by role)."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -127,8 +128,10 @@ def test_a_new_connection_replaces_the_old_one(exchange: Exchange) -> None:
     new.close()
 
 
-def test_handshake_needs_a_valid_key_and_since(exchange: Exchange) -> None:
+def test_handshake_needs_a_valid_key_and_since(exchange: Exchange,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     team = exchange.register("handshake")
+    caplog.set_level(logging.INFO)
     for query, status in (("", 401), ("?api_key=itg_wrong", 401),
                           (f"?api_key={team.key}&since=-1", 400),
                           (f"?api_key={team.key}&since=abc", 400),
@@ -137,6 +140,11 @@ def test_handshake_needs_a_valid_key_and_since(exchange: Exchange) -> None:
         with pytest.raises(InvalidStatus) as refused:
             connect(exchange.ws_base + "/ws" + query).close()
         assert refused.value.response.status_code == status
+    # a refusal is an answer: uvicorn logged an ERROR after each one, and on handlers of its
+    # own, so its lines were plain text in a JSON log (--log-format json)
+    for name in ("uvicorn", "uvicorn.error"):
+        assert logging.getLogger(name).handlers == [] and logging.getLogger(name).propagate
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("uvicorn")] == []
 
 
 def test_client_messages_ping_errors_and_frame_limit(exchange: Exchange) -> None:
