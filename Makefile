@@ -22,10 +22,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/matcher_core.py --quick
-	$(BIN)/python bench/matcher_service.py --quick
-	$(BIN)/python bench/gateway.py --quick
-	$(BIN)/python bench/load.py --quick
+	$(BIN)/itg bench --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -170,6 +170,11 @@ def test_the_same_bus_addresses(compose: dict[str, Any], programs: dict[str, Any
     gateway = containers["gateway"].gateway
     assert published == {**public, gateway.port: "gateway"}  # never a private channel
     assert gateway.host == "0.0.0.0" and gateway.port == processes["gateway"].gateway.port
+    exposed = set()  # the image documents what compose publishes
+    for spec in re.findall(r"^EXPOSE (.*)$", (REPO / "Dockerfile").read_text(), re.M)[0].split():
+        low, _, high = spec.partition("-")
+        exposed |= set(range(int(low), int(high or low) + 1))
+    assert set(published) <= exposed
 
 
 # --- the `itg` command: help everywhere, clear errors before anything starts ---
