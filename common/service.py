@@ -102,8 +102,10 @@ class Service:
         return sock
 
     def on_readable(self, sock: Socket | int, handler: Callable[[], None]) -> None:
-        """Call `handler` when `sock` (a socket, or a plain file descriptor) is readable."""
+        """Call `handler` when `sock` (a socket, or a plain file descriptor) is readable; from
+        on_start, or later (from on_tick, say)."""
         self._handlers[sock] = handler
+        self._poller.register(sock, zmq.POLLIN)
 
     def pause_reading(self, sock: Socket | int) -> None:
         """Stop reading `sock` (messages wait in its queue) until resume_reading."""
@@ -114,8 +116,6 @@ class Service:
 
     def _loop(self) -> None:
         poller = self._poller
-        for sock in self._handlers:
-            poller.register(sock, zmq.POLLIN)
         beat_every = self.config.bus.heartbeat_s
         next_beat = 0.0
         while not self.stopping.is_set():

@@ -209,7 +209,9 @@ def test_clear_errors_for_a_busy_port_a_missing_database_and_a_bad_config(
         busy.close()
     config.write_text('[bus]\ntransport = "ipc"\n[gateway]\nport = 0\n[db]\n'
                       'url = "postgresql+psycopg://postgres@127.0.0.1:1/none"\n')
-    assert main(["service", "dbwriter", "--config", str(config)]) == 2
+    # (a DB writer process of its own waits for its database instead: test_dbwriter_service)
+    assert main(["up", "--only", "matcher,dbwriter", "--config", str(config),
+                 "--data-dir", str(short_dir / "d")]) == 2
     assert "database postgresql+psycopg://postgres@127.0.0.1:1/none is unreachable" in (
         capsys.readouterr().err)
     config.write_text('[bus]\ntransport = "carrier-pigeon"\n')

@@ -3,6 +3,7 @@ acknowledgements back; several writers share the work without duplicating a row.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import msgpack
 import msgspec
 import pytest
 import zmq
+from sqlalchemy.engine import make_url
 
 from common.config import Config
 from common.records import BatchAck, RecordBatch, TradeRecord, decode_frame, encode_frame
@@ -20,7 +22,7 @@ from common.transport import make_socket, recv_frames, send_frame
 from services.dbwriter.service import DbWriterService
 from services.dbwriter.store import Store
 from services.launcher import Cluster
-from tests.conftest import make_config, nested
+from tests.conftest import make_config, nested, wait_for
 
 
 def trade(seq: int) -> TradeRecord:
@@ -126,3 +128,92 @@ def test_two_writers_share_batches_without_duplicates(tmp_path: Path) -> None:
     records.close()
     acks.close()
     ctx.term()
+
+
+class DatabaseDoor:
+    """A local port that leads to PostgreSQL only once opened: until then connections to it
+    are refused, as with a database not up yet."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))  # bound, not listening: connections refused
+        self.port = self.listener.getsockname()[1]
+        self.pipes: list[socket.socket] = []
+
+    def open(self) -> None:
+        self.listener.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self.target)
+            self.pipes += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        for sock in [self.listener, *self.pipes]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # close() alone wakes no thread in recv()
+            except OSError:
+                pass  # not connected (the listener) or gone already
+            sock.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        sink.close()
+
+
+def test_a_writer_started_while_the_database_is_down_waits_for_it(
+        tmp_path: Path, pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """It exited (rc 2) instead, and supervisord's restart backoff could give it up for good;
+    while it waits it takes no batch, so they wait in the producers' outboxes."""
+    url = make_url(pg_url)
+    door = DatabaseDoor((url.host or "127.0.0.1", url.port or 5432))
+    config = make_config(tmp_path / "data", db={"url": url.set(port=door.port).render_as_string(
+        hide_password=False)})
+    batch = RecordBatch(stream="matcher", records=[trade(s) for s in range(1, 11)])
+    try:
+        with Cluster(config, ["dbwriter"]) as cluster:
+            writer = cluster.services["dbwriter"]
+            records = make_socket(cluster.ctx, config, "matcher_persist", bind=True)
+            acks = make_socket(cluster.ctx, config, "matcher_acks", bind=True)
+            time.sleep(1.5)  # a few attempts
+            assert writer.ready.is_set() and writer.store is None
+            with pytest.raises(zmq.Again):  # no writer connected: nothing to hand a batch to
+                send_frame(records, b"rec", encode_frame(batch), zmq.NOBLOCK)
+            door.open()
+            wait_for(lambda: _sent(records, batch), what="the writer connected")
+            acks_until(acks, {10})
+            door.close()  # and now it goes away: every write fails, and is re-sent
+            for i in range(11, 31):
+                send_frame(records, b"rec", encode_frame(RecordBatch(
+                    stream="matcher", records=[trade(i)])))
+            wait_for(lambda: writer.counters["write_errors"] >= 20, what="failed writes")
+    finally:
+        door.close()
+    with Store(pg_url) as store:
+        assert store.last_seq("matcher") == 10
+    said = [r.getMessage() for r in caplog.records]
+    # once per 30 s, not once per attempt or per batch (an outage wrote thousands of lines)
+    assert sum("unreachable" in m for m in said) == 1
+    assert sum("not stored" in m for m in said) == 1
+
+
+def _sent(sock: Socket, batch: RecordBatch) -> bool:
+    try:
+        send_frame(sock, b"rec", encode_frame(batch), zmq.NOBLOCK)
+    except zmq.Again:
+        return False
+    return True
