@@ -170,12 +170,12 @@ class Standings:
             "positions": {"options_net": sum(options), "options_gross": sum(map(abs, options)),
                           "underlyings": {k: v for k, v in positions.items()
                                           if not self._is_option(k)},
-                          "instruments": len(positions),
-                          "open_orders": len(account.open_orders)},
+                          "instruments": len(positions)},
             "figures": self.figures(stats, positions, mark, delta)}
-        if full:
+        if full:  # the team's own view, the operator's: not for other teams to infer from
             row["cash"] = from_ticks(account.cash)
             row["holdings"] = positions
+            row["open_orders"] = len(account.open_orders)
         return row
 
     def figures(self, stats: TeamStats, positions: Mapping[str, int], mark: Mark,

@@ -74,7 +74,7 @@ def test_phase_halt_and_the_kill_switch_reach_the_matcher(exchange: Exchange) ->
     assert refused["error"]["code"] == "MARKET_CLOSED"
     assert post(exchange, "/admin/phase", {"phase": "continuous"}).json()["success"]
     board = exchange.http.get("/admin/leaderboard", headers=HEADERS).json()["leaderboard"]
-    assert {"cash", "holdings"} <= set(board[0])
+    assert {"cash", "holdings", "open_orders"} <= set(board[0])
 
 
 def test_news_regime_and_speed_go_to_the_simulator_and_events(exchange: Exchange) -> None:

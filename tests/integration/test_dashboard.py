@@ -277,6 +277,8 @@ def test_the_operators_halt_button_stops_trading_in_that_instrument(
     page.click("#resume-button")
     expect(page.locator("#halted")).to_be_hidden()
     assert taker.order("buy", 1, instrument="SPX_4300_PUT")["data"]["filled_quantity"] == 1
+    orders = page.locator(f"#admin-teams tr[data-team={maker.team_id}] td:nth-child(4)")
+    expect(orders).to_have_text("1")  # from /admin/leaderboard: not on the public stream
     kill = page.locator(f"#admin-teams tr[data-team={maker.team_id}] button")
     kill.click()  # the kill switch: every resting order of that team is cancelled
     expect(page.locator("#admin-log li").first).to_contain_text(f"kill switch {maker.team_id}")
@@ -288,7 +290,8 @@ def test_the_operators_halt_button_stops_trading_in_that_instrument(
 def test_the_spectator_stream_is_public_and_the_team_stream_needs_a_key(
         exchange: Exchange) -> None:
     board = httpx.get(exchange.base + "/dashboard/api/leaderboard", timeout=5).json()
-    assert {"cash", "holdings"}.isdisjoint(board["leaderboard"][0])
+    row = board["leaderboard"][0]
+    assert {"cash", "holdings", "open_orders"}.isdisjoint({*row, *row["positions"]})
     assert exchange.http.get("/dashboard/api/team").status_code == 401
     team: Team = exchange.register("api-reader")
     r = exchange.http.get("/dashboard/api/team", headers=team.headers)

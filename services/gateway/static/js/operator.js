@@ -3,12 +3,15 @@ import { el, replaceRows, signed, signClass, roleName } from './format.js';
 
 const $ = (id) => document.getElementById(id);
 const STORE = 'itg.adminKey';
+const ORDERS_EVERY_MS = 2000; // open-order counts are not on the public stream: asked for
 
 export class OperatorView {
   constructor(state) {
     this.state = state;
     this.key = null;
     this.choices = null;
+    this.orders = {}; // team id -> resting orders, from /admin/leaderboard
+    this.ordersAt = 0;
     $('admin-login').addEventListener('submit', (e) => {
       e.preventDefault();
       this.unlock(e.target.elements.key.value.trim());
@@ -81,16 +84,27 @@ export class OperatorView {
 
   teams(rows) {
     if (!this.key) return;
+    this.fetchOrders();
     replaceRows($('admin-teams').tBodies[0], rows.map((r) => el('tr', { dataset: { team: r.team_id } },
       el('td', { text: `${r.team_name} (${r.team_id})` }), el('td', { text: roleName(r.role) }),
       el('td', { class: 'num ' + signClass(r.pnl), text: signed(r.pnl) }),
-      el('td', { class: 'num', text: r.positions.open_orders }),
+      el('td', { class: 'num', text: this.orders[r.team_id] ?? '' }),
       el('td', {}, el('button', { class: 'small danger', text: 'kill', onclick: () => {
         if (window.confirm(`Cancel every resting order of ${r.team_name}?`)) {
           this.post(`/admin/teams/${encodeURIComponent(r.team_id)}/kill`, null,
             `kill switch ${r.team_id}`);
         }
       } })))));
+  }
+
+  async fetchOrders() {
+    const now = Date.now();
+    if (now - this.ordersAt < ORDERS_EVERY_MS) return;
+    this.ordersAt = now;
+    const answer = await fetch('/admin/leaderboard', { headers: { 'X-Admin-Key': this.key } });
+    if (!answer.ok) return;
+    const { leaderboard } = await answer.json();
+    this.orders = Object.fromEntries(leaderboard.map((r) => [r.team_id, r.open_orders]));
   }
 
   halt(instrumentId, halted) {
