@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import zmq
-from fastapi import APIRouter, FastAPI, Request, WebSocket
+from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -299,10 +299,10 @@ class Dashboard:
         await websocket.accept()
         team = await self._auth_frame(websocket, api)
         if team is None:
-            await websocket.close(POLICY, "first frame must be {type: auth, api_key: KEY}")
+            await _close(websocket, POLICY, "first frame must be {type: auth, api_key: KEY}")
             return
         if isinstance(team, Response):  # the exchange could not say: not a bad key (1008)
-            await websocket.close(TRY_AGAIN, "the exchange is unavailable; retry")
+            await _close(websocket, TRY_AGAIN, "the exchange is unavailable; retry")
             return
         revoked = asyncio.Event()
         self.followers.setdefault(team.team_id, set()).add(revoked)
@@ -315,7 +315,7 @@ class Dashboard:
                 await asyncio.wait({refreshed, *ended}, return_when=asyncio.FIRST_COMPLETED)
                 refreshed.cancel()
             if revoked.is_set():
-                await websocket.close(POLICY, REISSUED)
+                await _close(websocket, POLICY, REISSUED)
         except Exception as exc:  # the browser went away mid-send
             log.debug("team view of %s ended: %r", team.team_id, exc)
         finally:
@@ -340,6 +340,13 @@ class Dashboard:
             return None
         me = await api.caller(key)
         return None if isinstance(me, Response) and me.status_code == 401 else me
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close, unless the browser has gone already (before its first frame, say): closing a
+    closed socket raised, and uvicorn logged a traceback for each such visit."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await websocket.close(code, reason)
 
 
 async def _until_closed(websocket: WebSocket) -> None:

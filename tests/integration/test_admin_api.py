@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,12 @@ def test_news_regime_and_speed_go_to_the_simulator_and_events(exchange: Exchange
     assert post(exchange, "/admin/news", {"headline": "y" * 201}).status_code == 422
 
 
-def test_the_team_stream_needs_a_key_in_its_first_frame(exchange: Exchange) -> None:
+def test_the_team_stream_needs_a_key_in_its_first_frame(
+        exchange: Exchange, caplog: pytest.LogCaptureFixture) -> None:
     team = exchange.register("watcher")
+    for _ in range(3):  # gone before its first frame: it logged an ERROR traceback each time
+        with connect(exchange.ws_base + "/ws/team", close_timeout=2):
+            pass
     with connect(exchange.ws_base + "/ws/team", close_timeout=2) as ws:
         ws.send(json.dumps({"type": "auth", "api_key": "itg_wrong"}))
         with pytest.raises(Exception, match="1008"):
@@ -114,6 +119,7 @@ def test_the_team_stream_needs_a_key_in_its_first_frame(exchange: Exchange) -> N
         message = json.loads(ws.recv(timeout=5))
         assert message["type"] == "team"
         assert message["data"]["team"]["team_id"] == team.team_id
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_without_an_admin_key_the_admin_api_is_off(tmp_path: Path) -> None:

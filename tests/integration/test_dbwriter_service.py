@@ -3,6 +3,7 @@ acknowledgements back; several writers share the work without duplicating a row.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -158,10 +159,9 @@ class DatabaseDoor:
 
     def close(self) -> None:
         for sock in [self.listener, *self.pipes]:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # close() alone wakes no thread in recv()
-            except OSError:
-                pass  # not connected (the listener) or gone already
+            # close() alone wakes no thread in recv(); the listener is not connected
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
