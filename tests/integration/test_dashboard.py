@@ -176,6 +176,34 @@ def test_a_page_left_open_keeps_a_bounded_chart(dash: Watched) -> None:
     assert dash.errors == []
 
 
+FOLLOW = "async () => {" + NEW_CHART.replace("KEEP", "20000") + """
+  const frame = () => new Promise((done) => requestAnimationFrame(() => done()));
+  const shown = async () => {
+    await frame(); await frame();
+    const range = chart.chart.timeScale().getVisibleLogicalRange();
+    return [Math.round(range.from), Math.round(range.to)];
+  };
+  chart.reset({ SPX: [[0, 1], [1, 1]] }, [], { spans: [], until_s: 0 }, ['low']);
+  for (let t = 2; t < 300; t++) chart.addPoints('SPX', [[t, 1 + t / 100]]);
+  const whole = await shown();
+  box.dispatchEvent(new WheelEvent('wheel', { deltaY: -100 }));  // the user zooms: stay
+  for (let t = 300; t < 600; t++) chart.addPoints('SPX', [[t, 1]]);
+  const held = await shown();
+  box.dispatchEvent(new MouseEvent('dblclick'));
+  return { whole, held, again: await shown() };
+}"""
+
+
+def test_the_chart_keeps_the_whole_game_in_view_until_the_user_zooms(dash: Watched) -> None:
+    """Fitted once at the start, it kept the first seconds' bar spacing: a page open from the
+    start showed the last few seconds only, and never a regime band or an old news marker."""
+    seen = dash.page.evaluate(FOLLOW)
+    assert seen["whole"][0] <= 0 and seen["whole"][1] >= 299
+    assert seen["held"][0] > 0  # not fitted again once the user zoomed
+    assert seen["again"][0] <= 0 and seen["again"][1] >= 599
+    assert dash.errors == []
+
+
 def test_leaderboard_lists_the_scripted_teams_with_the_right_pnl(
         dash: Watched, exchange: Exchange, shots: Path) -> None:
     alpha = exchange.register("alpha", "market_maker")

@@ -37,7 +37,26 @@ export class MarketChart {
       priceScaleId: 'left', title: 'SPY', priceLineVisible: false });
     this.markers = createSeriesMarkers(this.spx, []);
     this.series = { SPX: this.spx, SPY: this.spy };
+    // The whole game stays in view as it grows (fitted once, the first seconds' bar spacing
+    // kept and only the last seconds showed: no regime band, no old news), until the user
+    // zooms or drags; a double-click goes back to the whole game.
+    this.follow = true;
+    this.fitting = false;
+    for (const kind of ['wheel', 'mousedown', 'touchstart']) {
+      container.addEventListener(kind, () => { this.follow = false; }, { passive: true });
+    }
+    container.addEventListener('dblclick', () => { this.follow = true; this.fit(); });
     this.reset({}, [], { spans: [], until_s: 0 }, []);
+  }
+
+  // At most once a frame: points can come many times a second at a high game speed.
+  fit() {
+    if (this.fitting) return;
+    this.fitting = true;
+    requestAnimationFrame(() => {
+      this.fitting = false;
+      if (this.follow) this.chart.timeScale().fitContent();
+    });
   }
 
   reset(history, news, regimes, names) {
@@ -56,6 +75,7 @@ export class MarketChart {
     this.shaded = 0;
     this.setRegimes(regimes);
     this.addNews(news);
+    this.follow = true;
     this.chart.timeScale().fitContent();
   }
 
@@ -76,6 +96,7 @@ export class MarketChart {
     const newest = this.news.length ? this.news[this.news.length - 1].time : -1;
     if (symbol === 'SPX' && newest > before) this.addNews([]);  // markers that now have a bar
     this.shade();
+    if (this.follow) this.fit();
   }
 
   trim() {
