@@ -190,6 +190,8 @@ class Bot:
         data = msg.data
         if msg.type == "position_snapshot":
             self.inv.positions = {k: int(v) for k, v in data.get("positions", {}).items()}
+            if "cash" in data:  # a resumed team paid for what it holds: value it so
+                self.cash_cents = round(data["cash"] * 100)
             self.needs_resync = True  # open orders may have changed unseen: re-read them
         elif msg.type == "execution_report":
             self._fill(data)

@@ -45,10 +45,10 @@ After PROCESSING_TIMEOUT, resend with the same `client_order_id`: an order is ne
 
 **WebSocket** `ws://HOST:PORT/ws?api_key=KEY[&since=N]` (not in this document: OpenAPI has no
 WebSockets). Messages `{seq, type, timestamp, data}`; `seq` is 1, 2, 3... per connection and
-the first message is `position_snapshot`. Private: `new_order_ack`, `new_order_reject`,
-`execution_report` (both sides, `fees` + = rebate), `cancel_ack`, `cancel_reject`; every refused
-order gets a `new_order_reject` (one refused by the gateway itself has `order_id` null and is not
-replayed by `since`). Public:
+the first message is `position_snapshot` (positions, cash, fees). Private: `new_order_ack`,
+`new_order_reject`, `execution_report` (both sides, `fees` + = rebate), `cancel_ack`,
+`cancel_reject`; every refused order gets a `new_order_reject` (one refused by the gateway
+itself has `order_id` null and is not replayed by `since`). Public:
 `market_data` (conflated, at most one per instrument per interval), `event` (news), `signal`
 (only the roles it is meant for). One connection per team: a new one closes the old (1000).
 `since=N`, N = the last `seq` you processed: numbering continues at N+1 and every private

@@ -49,6 +49,7 @@ from common.messages import (
     TeamInfo,
     decode_if,
 )
+from common.money import from_ticks
 from services.gateway import views
 from services.gateway.books import BookMirror
 from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable
@@ -219,20 +220,24 @@ class Hub:
 
     async def _fresh(self, conn: Connection) -> None:
         try:
-            positions, private_seq = await self._consistent_read(conn.team_id)
+            account = await self._consistent_read(conn.team_id)
         except (BusTimeout, BusUnavailable, TimeoutError) as exc:
             log.warning("no consistent account read for %s: %r", conn.team_id, exc)
             conn.close(TRY_AGAIN, "exchange busy or unavailable; reconnect")
             return
         if conn.closing is not None:  # replaced meanwhile: the session is the new one's
             return
-        conn.session.cursor = private_seq
-        conn.queue.appendleft(item("position_snapshot", {"positions": positions}, private_seq))
+        conn.session.cursor = account.exec_seq
+        # cash and fees too (beyond the original's {positions}): a bot that resumes values
+        # what it holds against what it paid, not against nothing
+        snapshot = {"positions": account.positions, "cash": from_ticks(account.cash),
+                    "fees": from_ticks(account.fees)}
+        conn.queue.appendleft(item("position_snapshot", snapshot, account.exec_seq))
         await self._catch_up(conn)
 
-    async def _consistent_read(self, team_id: str) -> tuple[dict[str, int], int]:
-        """Positions and the private seq they include, read at one point of the matcher's state
-        (the account reply names the last exec.<team> event its state includes)."""
+    async def _consistent_read(self, team_id: str) -> AccountReply:
+        """The account read at one point of the matcher's state (the reply names the last
+        exec.<team> event its state includes)."""
         call, timeout = self.bridge.call, self.config.request_timeout_s
         for _ in range(CONSISTENT_READ_TRIES):
             before, account, after = await asyncio.gather(
@@ -240,7 +245,7 @@ class Hub:
                 call(AccountQuery(team_id=team_id), AccountReply, timeout),
                 call(Ping(), Pong, timeout))
             if (before.last_seq, before.epoch) == (after.last_seq, after.epoch):
-                return account.positions, account.exec_seq
+                return account
         raise BusUnavailable("the exchange kept changing during the account read")
 
     async def _catch_up(self, conn: Connection, resuming: bool = False) -> bool:

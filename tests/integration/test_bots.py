@@ -264,9 +264,18 @@ def test_itg_bot_and_the_demo_bots_of_make_run(game: Game, capsys: pytest.Captur
     finally:
         demo.close()
     first = demo.bots[0].client.team
+    with demo.bots[0].client.stream() as stream:  # what a resumed bot is told first
+        snapshot = stream.get(timeout=5)
+    assert snapshot is not None and snapshot.type == "position_snapshot"
+    assert round(snapshot.data["cash"] * 100) == demo.bots[0].cash_cents != 0
     again = start_demo(game.config, game.config.gateway.port, 1)  # the same team, its key kept
     try:
         team = again.bots[0].client.team
         assert first is not None and team is not None and team.team_id == first.team_id
     finally:
         again.close()
+    # the resumed bot values what it holds against what it paid (it started from 0 cash, and
+    # the leaderboard of `make run` showed a loss of everything it had bought)
+    resumed = again.bots[0]
+    resumed.handle(snapshot)
+    assert resumed.cash_cents == demo.bots[0].cash_cents

@@ -43,8 +43,8 @@ def test_canonical_session(exchange: Exchange, mm: tuple[Team, Team]) -> None:
     ws1, ws2 = mm1.ws(), mm2.ws()
     for ws in (ws1, ws2):
         first = ws.next()
-        assert (first["seq"], first["type"], first["data"]) == (1, "position_snapshot",
-                                                                {"positions": {}})
+        assert (first["seq"], first["type"], first["data"]) == (
+            1, "position_snapshot", {"positions": {}, "cash": 0, "fees": 0})
     sell = mm1.order("sell", 1, 128.50, request_id="canon-1", client_order_id="s1")
     assert sell["success"] and sell["request_id"] == "canon-1" and sell["order_id"]
     assert sell["data"]["status"] == "new"
