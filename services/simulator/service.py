@@ -30,7 +30,7 @@ from common.messages import (
     encode,
 )
 from common.outbox import RecordLink
-from common.records import PriceRecord
+from common.records import PriceKind, PriceRecord
 from common.service import Context
 from services.simulator.checkpoint import CHECKPOINT_EVERY_S, Checkpoint
 from services.simulator.clock import GameClock
@@ -141,22 +141,28 @@ class SimulatorService(FeedService):
         self._record_prices(out)
         for instrument_id, price in out.marks:
             self._command(PriceMark(instrument_id=instrument_id, price=price))
-        for team, o in out.orders:
+        for i, (team, o) in enumerate(out.orders):
+            # named by game, tick and place: the orders of a tick computed again after a
+            # restart reach the matcher under their first ids, and are answered as retries
             self._command(NewOrder(team_id=team, instrument_id=o.instrument_id, side=o.side,
-                                   quantity=o.quantity, order_type=o.order_type, price=o.price))
+                                   quantity=o.quantity, order_type=o.order_type, price=o.price,
+                                   client_order_id=f"r{self.step.game:x}.{out.tick}.{i}"))
         self._last = out
 
     def _record_prices(self, out: TickOutput) -> None:
-        ts, now, records = time.time_ns(), time.monotonic(), self.records
-        for tick in out.underlyings:
-            records.add(PriceRecord(stream="simulator", seq=records.next_seq(), ts_ns=ts,
-                                    instrument_id=tick.symbol, price=tick.price,
-                                    kind="underlying"), now)
-        for values in out.fair_values:
-            for instrument_id, fair, _delta in values.values:
-                records.add(PriceRecord(stream="simulator", seq=records.next_seq(), ts_ns=ts,
-                                        instrument_id=instrument_id, price=fair,
-                                        kind="fair_value"), now)
+        """Numbered by game and tick, not by run: a resumed game computes the ticks after its
+        last checkpoint again, and the same numbers make the writers keep the rows they have
+        (numbered afresh, each such tick was stored twice and the history stepped back)."""
+        rows: list[tuple[str, int, PriceKind]] = [
+            (t.symbol, t.price, "underlying") for t in out.underlyings] + [
+            (iid, fair, "fair_value") for values in out.fair_values
+            for iid, fair, _delta in values.values]
+        first = self.step.game + out.tick * len(rows)  # the same count every tick of a game
+        ts, now = time.time_ns(), time.monotonic()
+        for i, (instrument_id, price, kind) in enumerate(rows):
+            self.records.add(PriceRecord(stream="simulator", seq=first + i, ts_ns=ts,
+                                         instrument_id=instrument_id, price=price, kind=kind),
+                             now)
 
     def _command(self, cmd: Command) -> None:
         """Fire and forget (gw = ""): no response is published; fills show on exec.<team>."""

@@ -33,6 +33,7 @@ from common.messages import (
     encode,
 )
 from common.transport import make_socket
+from services.dbwriter.store import Store
 from services.launcher import Cluster
 from services.matcher.service import MatcherService
 from services.simulator.checkpoint import Checkpoint
@@ -302,6 +303,43 @@ def test_a_simulator_that_crashed_resumes_from_a_whole_tick(
         published = sim._last.tick
     saved = Checkpoint(tmp_path / "data" / "simulator", config).load()
     assert saved is not None and saved.step.tick <= published < 1000
+
+
+def test_ticks_computed_again_after_a_crash_are_stored_and_traded_once(
+        short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed game computes the ticks after its last checkpoint again: their prices were
+    stored a second time (the price history stepped back and replayed) and their retail
+    orders were sent again as new ones. Over ipc: inproc peers do not reconnect."""
+    config = market_config(short_dir / "data", speed=100.0,
+                           bus={"transport": "ipc", "ipc_dir": str(short_dir)})
+    with Cluster(config, ["dbwriter", "matcher", "simulator"]) as cluster:
+        sim: Any = cluster.services["simulator"]
+        wait_for(lambda: sim.step.tick >= 150, what="150 ticks")
+
+        def fails(step: SimStep, due: object) -> None:
+            raise RuntimeError("injected")  # a crash: no checkpoint at this stop
+
+        monkeypatch.setattr(SimStep, "_apply_jumps", fails)
+        cluster._threads["simulator"].join(10)
+        monkeypatch.undo()
+        published = sim._last.tick
+        saved = Checkpoint(short_dir / "data" / "simulator", config).load()
+        assert saved is not None and saved.step.tick < published  # ticks to compute again
+        resumed = SimulatorService(cluster.config, cluster.ctx)
+        thread = threading.Thread(target=resumed.run, daemon=True, name="test-sim-again")
+        thread.start()
+        cluster.services["simulator"], cluster._threads["simulator"] = resumed, thread
+        assert resumed.ready.wait(10)
+        wait_for(lambda: resumed.step.tick >= published + 20, what="past the crash")
+    last = resumed.step.tick
+    with Store(config.db_url) as store, store.engine.connect() as conn:
+        spx = conn.exec_driver_sql("select count(*), count(distinct seq) from prices where "
+                                   "instrument_id = 'SPX' and kind = 'underlying'").one()
+        house = conn.exec_driver_sql(
+            "select count(*), count(distinct client_order_id), count(client_order_id) from "
+            "orders where team_id in ('HOUSE', 'HOUSE_2')").one()
+    assert tuple(spx) == (last + 1, last + 1)  # ticks 0..last, each once
+    assert house[0] > 0 and tuple(house) == (house[0], house[0], house[0])
 
 
 def test_news_reach_a_simulator_that_resumed_its_game(short_dir: Path) -> None:
