@@ -66,6 +66,13 @@ class PriceMark(Command, tag="price_mark", kw_only=True):
     price: int
 
 
+class ExpireOptions(Command, tag="expire_options", kw_only=True):
+    """The front expiry, from the simulator: each option settles at its price (ticks: its
+    intrinsic value at the underlying's price then), and its book closes for good."""
+
+    prices: dict[str, int]
+
+
 class ReissueKey(Command, tag="reissue_key", kw_only=True):
     """A team's API key replaced (an operator's action: a leaked key, or one lost to a
     registration that timed out); the old key stops working on every gateway."""
@@ -83,6 +90,7 @@ AnyCommand = (
     RegisterTeam | NewOrder | CancelOrder | CancelAll | SetPhase | SetHalt | PriceMark
     | SnapshotPositions
     | ReissueKey
+    | ExpireOptions
 )
 
 # --- published events: every one carries its topic's gap-free seq and its producer's epoch ---
@@ -192,7 +200,8 @@ class TradePrint(Event, tag="trade", kw_only=True):
 
 class MarketStatus(Event, tag="market_status", kw_only=True):
     phase: str
-    halted: list[str]
+    halted: list[str]  # by the operator (who may resume them)
+    expired: list[str] = []  # options past their expiry: closed for good
 
 
 class KeyReissued(Event, tag="key_reissued", kw_only=True):

@@ -28,6 +28,7 @@ from common.messages import (
     Command,
     Event,
     ExecutionReport,
+    ExpireOptions,
     KeyReissued,
     MarketStatus,
     NewOrder,
@@ -105,7 +106,7 @@ class Engine:
             NewOrder: self._new_order, CancelOrder: self._cancel, CancelAll: self._cancel_all,
             RegisterTeam: self._register, SetPhase: self._set_phase, SetHalt: self._set_halt,
             PriceMark: self._mark, SnapshotPositions: self._snapshot_positions,
-            ReissueKey: self._reissue_key,
+            ReissueKey: self._reissue_key, ExpireOptions: self._expire,
         }
         self.out: list[Out] = []
         self._records: list[AnyRecord] = []  # for the database; drained by take_records()
@@ -115,7 +116,8 @@ class Engine:
         self.last_seq = 0
         self.last_ts = 0
         self.phase = game.initial_phase
-        self.halted: set[str] = set()
+        self.halted: set[str] = set()  # no order reaches these books: operator halts, expiries
+        self.expired: set[str] = set()
         self.counters = {"order": 0, "trade": 0, "team": 0, "record": 0}
         self.teams: dict[str, Team] = {}
         self.accounts: dict[str, Account] = {}
@@ -207,6 +209,9 @@ class Engine:
             reject = Reject("NO_LIQUIDITY", "No liquidity for market order",
                             {"instrument_id": cmd.instrument_id, "side": cmd.side})
         if reject is not None:
+            if reject.code == "MARKET_CLOSED" and cmd.instrument_id in self.expired:
+                reject = Reject("MARKET_CLOSED", f"{cmd.instrument_id} has expired",
+                                {"instrument_id": cmd.instrument_id, "expired": True})
             self._reject(cmd, reject)
             return
         self._accept(cmd, acct)
@@ -431,6 +436,11 @@ class Engine:
                           message=f"Unknown instrument: {cmd.instrument_id}",
                           details={"instrument_id": cmd.instrument_id})
             return
+        if cmd.instrument_id in self.expired:
+            self._respond(cmd, ok=False, code="MARKET_CLOSED",
+                          message=f"{cmd.instrument_id} has expired: its book is closed for good",
+                          details={"instrument_id": cmd.instrument_id, "expired": True})
+            return
         (self.halted.add if cmd.halted else self.halted.discard)(cmd.instrument_id)
         book = self.books[cmd.instrument_id]
         if not cmd.halted and self.phase == "continuous" and book.crossed():
@@ -443,7 +453,31 @@ class Engine:
         self._emit(topics.STATUS, self.status())
 
     def status(self) -> MarketStatus:
-        return MarketStatus(phase=self.phase, halted=sorted(self.halted))
+        return MarketStatus(phase=self.phase, halted=sorted(self.halted - self.expired),
+                            expired=sorted(self.expired))
+
+    def _expire(self, cmd: ExpireOptions) -> None:
+        """Cash settlement as the scores see it: each option's mark is its settlement price
+        for good, its resting orders are cancelled, and no order reaches its book again.
+        Positions stay, worth that price, so P&L stands where the expiry left it. Sent again
+        (a resumed simulator does), it changes nothing."""
+        refused = {iid: price for iid, price in cmd.prices.items()
+                   if not self._option.get(iid) or not 0 <= price <= self.game.max_price_ticks}
+        if refused or not cmd.prices:
+            self._respond(cmd, ok=False, code="INVALID_INSTRUMENT",
+                          message="Only options settle, at a price in range",
+                          details={"refused": refused})
+            return
+        new = sorted(set(cmd.prices) - self.expired)
+        for iid in new:
+            self.marks[iid] = cmd.prices[iid]
+            self.expired.add(iid)
+            self.halted.add(iid)
+        for order in [o for o in self.live.values() if o.instrument_id in new]:
+            self._remove(order, "expired")
+        if new:
+            self._publish_status()
+        self._respond(cmd, ok=True, details={"expired": len(new)})
 
     def _mark(self, cmd: PriceMark) -> None:
         # in the price range: a mark goes into every P&L, and a mark of 2**63 made the

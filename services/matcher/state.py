@@ -27,7 +27,7 @@ class EngineState(msgspec.Struct, kw_only=True):
     last_seq: int
     last_ts: int
     phase: str
-    halted: list[str]
+    halted: list[str]  # the expired too
     counters: dict[str, int]
     teams: list[Team]
     accounts: list[Account]
@@ -45,6 +45,7 @@ class EngineState(msgspec.Struct, kw_only=True):
     # are loose.
     unacked_batches: list[bytes] = []
     unacked_records: list[AnyRecord] = []
+    expired: list[str] = []  # options past the front expiry (none in older snapshots)
 
 
 def capture(engine: Engine) -> EngineState:
@@ -68,7 +69,7 @@ def _view(engine: Engine) -> EngineState:
     under: it names the process, not the state, and a restart replays them under a new one."""
     return EngineState(
         last_seq=engine.last_seq, last_ts=engine.last_ts, phase=engine.phase,
-        halted=sorted(engine.halted),
+        halted=sorted(engine.halted), expired=sorted(engine.expired),
         counters=engine.counters, teams=list(engine.teams.values()),
         accounts=list(engine.accounts.values()),
         orders=[o for book in engine.books.values() for o in book.live_orders()],
@@ -90,7 +91,7 @@ def restore(engine: Engine, state: EngineState) -> None:
     _drop_unconfigured(state, engine.instruments.keys())
     engine.take_records()  # the fresh engine's house-team records: the snapshot has them
     engine.last_seq, engine.last_ts, engine.phase = state.last_seq, state.last_ts, state.phase
-    engine.halted = set(state.halted)
+    engine.halted, engine.expired = set(state.halted), set(state.expired)
     engine.counters = dict(state.counters)
     engine.teams = {t.team_id: t for t in state.teams}
     engine.accounts = {a.team_id: a for a in state.accounts}
@@ -136,6 +137,8 @@ def _drop_unconfigured(state: EngineState, configured: Collection[str]) -> None:
                 del table[iid]
     state.last_trades = [t for t in state.last_trades if t.instrument_id in configured]
     state.marks = {iid: price for iid, price in state.marks.items() if iid in configured}
+    state.halted = [iid for iid in state.halted if iid in configured]
+    state.expired = [iid for iid in state.expired if iid in configured]
 
 
 def state_hash(engine: Engine, sequencing: bool = True) -> str:

@@ -12,6 +12,7 @@ from common.messages import (
     CancelAll,
     CancelOrder,
     Command,
+    ExpireOptions,
     NewOrder,
     PriceMark,
     RegisterTeam,
@@ -34,10 +35,13 @@ def command_log(seed: int, n: int = 3000) -> Log:
         RegisterTeam(gw="g", team_name=f"t{i}", role=rng.choice(["hedge_fund", "arbitrage"]),
                      key_hash=f"k{i}") for i in range(6)
     ]
+    expiry = rng.randint(n // 3, 2 * n // 3)  # one option expires part way (snapshot cuts too)
     for i in range(n):
         roll = rng.random()
         team = rng.choice(teams)
-        if roll < 0.70:
+        if i == expiry:
+            cmds.append(ExpireOptions(prices={"SPX_4500_CALL": rng.randint(0, 50)}))
+        elif roll < 0.70:
             market = rng.random() < 0.1
             cmds.append(NewOrder(
                 gw="g", team_id=team, instrument_id=rng.choice(INSTRUMENTS),

@@ -12,7 +12,9 @@ from common.messages import (
     CancelOrder,
     CancelReject,
     ExecutionReport,
+    ExpireOptions,
     KeyReissued,
+    MarketStatus,
     NewOrder,
     OrderAck,
     OrderReject,
@@ -295,6 +297,37 @@ def test_halted_instrument_rejects_until_resumed(harness: Harness) -> None:
     assert response(harness.order(mm, "buy", 1, 1.00, "SPX_4500_PUT")).ok
     harness.apply(SetHalt(gw="t", instrument_id="SPX_4500_CALL", halted=False))
     assert response(harness.order(mm, "buy", 1, 1.00)).ok
+
+
+def test_expired_options_settle_and_close_for_good(harness: Harness) -> None:
+    """European, cash-settled (GAME.md): they traded on after expiry, marked at the live spot."""
+    mm, other = harness.team("mm"), harness.team("other")
+    harness.order(mm, "sell", 2, 3.00)
+    harness.order(other, "buy", 2, 3.00)
+    resting = response(harness.order(mm, "sell", 4, 5.00)).order_id
+    harness.order(mm, "buy", 1, 1.00, "SPX_4500_PUT")
+    out = harness.apply(ExpireOptions(gw="t", prices={"SPX_4500_CALL": 120}))
+    assert response(out).ok and response(out).details == {"expired": 1}
+    (ack,) = events(out, CancelAck)
+    assert (ack.order_id, ack.reason, ack.cancelled_quantity) == (resting, "expired", 4)
+    (status,) = events(out, MarketStatus)
+    assert (status.halted, status.expired) == ([], ["SPX_4500_CALL"])
+    assert harness.engine.marks["SPX_4500_CALL"] == 120
+    assert harness.engine.accounts[other].positions["SPX_4500_CALL"] == 2  # worth 1.20 each
+    refused = response(harness.order(other, "sell", 1, 1.20))
+    assert (refused.code, refused.details) == (
+        "MARKET_CLOSED", {"instrument_id": "SPX_4500_CALL", "expired": True})
+    reopen = response(harness.apply(SetHalt(gw="t", instrument_id="SPX_4500_CALL",
+                                            halted=False)))
+    assert (reopen.ok, reopen.code) == (False, "MARKET_CLOSED")
+    before = state_hash(harness.engine, sequencing=False)
+    again = harness.apply(ExpireOptions(gw="t", prices={"SPX_4500_CALL": 999}))  # a re-send
+    assert response(again).details == {"expired": 0} and events(again, CancelAck) == []
+    for bad in ({"SPX": 440_000}, {"SPX_4500_PUT": -1}, {"NOPE": 1}, {}):
+        assert response(harness.apply(ExpireOptions(gw="t", prices=bad))).code == (
+            "INVALID_INSTRUMENT")
+    assert state_hash(harness.engine, sequencing=False) == before
+    assert response(harness.order(other, "sell", 1, 1.00, "SPX_4500_PUT")).ok  # not expired
 
 
 def test_registration_rules(harness: Harness) -> None:
