@@ -65,6 +65,7 @@ class BookMirror:
         self.last_trade: dict[str, int] = {}
         self.phase = ""
         self.halted: list[str] = []
+        self.expired: list[str] = []
         self.synced = False
         self.epoch = 0
         # ts_ns of the newest command whose book changes are all applied: a command's trade
@@ -91,7 +92,7 @@ class BookMirror:
         """Install a snapshot, then the buffered events that are newer than it."""
         self.books = {b.instrument_id: Book(b.bids, b.asks) for b in snap.books}
         self.last_trade = {t.instrument_id: t.price for t in snap.last_trades}
-        self.phase, self.halted = snap.status.phase, list(snap.status.halted)
+        self._status(snap.status)
         self._seqs = {t.encode(): n for t, n in snap.seqs.items()}
         self.epoch = snap.epoch
         buffered, self._buffer = self._buffer or [], None
@@ -128,7 +129,11 @@ class BookMirror:
             self.last_trade[event.instrument_id] = event.price
             self.on_change(event.instrument_id)
         elif isinstance(event, MarketStatus):
-            self.phase, self.halted = event.phase, list(event.halted)
+            self._status(event)
+
+    def _status(self, status: MarketStatus) -> None:
+        self.phase, self.halted, self.expired = (status.phase, list(status.halted),
+                                                 list(status.expired))
 
     def beat(self, beat: Heartbeat) -> None:
         """A matcher heartbeat: every md event it counts must be applied by now (one socket,

@@ -186,7 +186,9 @@ class Dashboard:
     # --- the spectator stream ---
 
     def status(self) -> dict[str, Any]:
-        return {"phase": self.gw.mirror.phase, "halted": list(self.gw.mirror.halted)}
+        mirror = self.gw.mirror
+        return {"phase": mirror.phase, "halted": list(mirror.halted),
+                "expired": list(mirror.expired)}
 
     def quotes(self, iids: Any) -> dict[str, Any]:
         return {iid: self.gw.hub.quote(iid) for iid in iids}

@@ -20,6 +20,7 @@ from common.messages import (
     AccountReply,
     Command,
     ControlReply,
+    ExpireOptions,
     ForceRegime,
     Message,
     NewOrder,
@@ -141,6 +142,8 @@ class SimulatorService(FeedService):
         self._record_prices(out)
         for instrument_id, price in out.marks:
             self._command(PriceMark(instrument_id=instrument_id, price=price))
+        if out.expiry:  # the matcher settles once; a resumed game says it again, harmlessly
+            self._command(ExpireOptions(prices=out.expiry))
         for i, (team, o) in enumerate(out.orders):
             # named by game, tick and place: the orders of a tick computed again after a
             # restart reach the matcher under their first ids, and are answered as retries

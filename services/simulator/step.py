@@ -41,6 +41,7 @@ class TickOutput(NamedTuple):
     state: SimState  # for the events service only: it holds the regime
     marks: list[tuple[str, int]]  # (instrument_id, ticks) changed since the last marks
     orders: list[tuple[str, OrderIntent]]  # (house team id, retail order)
+    expiry: dict[str, int]  # at the front expiry (and on resuming after it): settlement prices
 
 
 class SimStep:
@@ -76,6 +77,7 @@ class SimStep:
         self._forced: int | None = None
         self._marks: dict[str, int] = {}
         self._horizon: int | None = None  # every scheduled shock up to here is in: not past it
+        self.settled: dict[str, int] = {}  # underlying -> its price at the front expiry
 
     @property
     def can_advance(self) -> bool:
@@ -154,10 +156,19 @@ class SimStep:
         spots = {SPX: self._spx.price_ticks, SPY: self._spy.price_ticks}
         underlyings = [UnderlyingTick(symbol=sym, price=price, tick=tick, game_s=game_s)
                        for sym, price in spots.items()]
-        fair = [self._fair_values(u, spots[u], years, game_s) for u in self._chains]
+        # European, cash-settled (GAME.md): at the expiry the options' values are fixed at the
+        # underlying's price then, their books close, and retail flow (options only) stops
+        announce = years == 0.0 and not self.settled and bool(self._chains)
+        if announce:
+            self.settled = {u: spots[u] for u in self._chains}
+        fair = [self._fair_values(u, self.settled.get(u, spots[u]), years, game_s)
+                for u in self._chains]
         marks = self._changed_marks(spots, fair) if tick % s.mark_every_ticks == 0 else []
-        orders = self._retail_orders(spots, years) if retail else []
-        return TickOutput(tick, underlyings, fair, self._state(spots, game_s), marks, orders)
+        orders = self._retail_orders(spots, years) if retail and not self.settled else []
+        expiry = ({iid: ticks for values in fair for iid, ticks, _ in values.values}
+                  if announce or (self.settled and not retail) else {})  # again on resuming
+        return TickOutput(tick, underlyings, fair, self._state(spots, game_s), marks, orders,
+                          expiry)
 
     def _fair_values(self, underlying: str, spot_ticks: int, years: float,
                      game_s: float) -> FairValues:

@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from common import topics
-from common.bus_client import BusTimeout
+from common.bus_client import BusTimeout, MatcherClient
 from common.game_master import GameMaster
 from common.messages import (
     ExecutionReport,
@@ -22,8 +22,10 @@ from common.messages import (
     Heartbeat,
     MarketStatus,
     Message,
+    NewOrder,
     News,
     NewsShock,
+    RegisterTeam,
     SimState,
     TrackingErrorSignal,
     TradePrint,
@@ -39,7 +41,7 @@ from services.matcher.service import MatcherService
 from services.simulator.checkpoint import Checkpoint
 from services.simulator.service import SimulatorService
 from services.simulator.step import SimStep
-from tests.conftest import wait_for
+from tests.conftest import make_config, wait_for
 from tests.integration.test_market_feed import market_config
 
 CHANNELS = ("matcher_pub", "matcher_private", "sim_pub", "sim_private", "events_pub",
@@ -131,6 +133,37 @@ def test_market_moves_and_trades_with_no_bot(cluster: Cluster, tap: Tap) -> None
 
     tap.pump(marked_to_published)
     gm.close()
+
+
+def test_options_expire_on_the_running_exchange(tmp_path: Path) -> None:
+    """The simulator's expiry reaches the matcher: the option books close for good, their
+    resting orders are cancelled, and their marks stay at the settlement prices."""
+    config = make_config(tmp_path / "data", bus={"heartbeat_s": 0.05}, matcher={"fsync": False},
+                         simulator={"speed": 20.0, "mark_every_ticks": 1,
+                                    "option_expiry_s": 60.0})
+    with Cluster(config, ["matcher", "simulator"]) as cluster:
+        matcher: Any = cluster.services["matcher"]
+        sim: Any = cluster.services["simulator"]
+        client = MatcherClient(config, cluster.ctx)
+        try:
+            client.wait_ready(10)
+            team = client.request(RegisterTeam(team_name="holder", role="market_maker",
+                                               key_hash="k")).result.team_id  # type: ignore
+            rest = client.request(NewOrder(team_id=team, instrument_id="SPX_4500_CALL",
+                                           side="sell", quantity=1, price=99_900))
+            assert rest.ok and sim.step.tick < 60, "placed before the expiry"
+            wait_for(lambda: matcher.engine.expired, 20, what="the expiry")
+            assert rest.order_id not in matcher.engine.live
+            refused = client.request(NewOrder(team_id=team, instrument_id="SPX_4500_CALL",
+                                              side="buy", quantity=1, price=100))
+            assert (refused.code, refused.details["expired"]) == ("MARKET_CLOSED", True)
+            assert client.request(NewOrder(team_id=team, instrument_id="SPX", side="buy",
+                                           quantity=1, price=100)).ok  # underlyings trade on
+            settled = {iid: t for v in sim._last.fair_values for iid, t, _ in v.values}
+            assert matcher.engine.expired == set(settled)  # every option of both chains
+            assert {iid: matcher.engine.marks[iid] for iid in settled} == settled
+        finally:
+            client.close()
 
 
 def test_signals_reach_only_their_role_topics(cluster: Cluster, tap: Tap) -> None:

@@ -243,6 +243,30 @@ def test_an_events_service_joining_mid_game_schedules_from_now(tmp_path: Path) -
                                                           shocks[0].magnitude)
 
 
+def test_options_settle_at_the_front_expiry(tmp_path: Path) -> None:
+    """European, cash-settled (GAME.md): retail went on trading them, their values following
+    the spot, after the expiry."""
+    sim = sim_step.build_step(game_config(tmp_path, option_expiry_s=40.0))
+    sim.start()
+    outs = [sim.advance() for _ in range(60)]
+    expiring = [o for o in outs if o.expiry]
+    assert [o.tick for o in expiring] == [40]
+    at = expiring[0]
+    spot = {u.symbol: u.price for u in at.underlyings}
+    for values in at.fair_values:
+        for iid, ticks, _ in values.values:
+            strike, kind = int(iid.split("_")[1]), iid.split("_")[2]
+            intrinsic = max(0, (1 if kind == "CALL" else -1) * (spot[values.underlying]
+                                                                 - strike * 100))
+            assert at.expiry[iid] == ticks == intrinsic, iid
+    after = outs[40:]
+    assert all(o.orders == [] for o in after) and any(o.orders for o in outs[:39])
+    assert all({iid: t for v in o.fair_values for iid, t, _ in v.values} == at.expiry
+               for o in after)  # fixed, whatever the spot does
+    assert len({o.underlyings[0].price for o in after}) > 1  # the underlyings trade on
+    assert sim.start().expiry == at.expiry  # a resumed game says so again
+
+
 def test_forced_regime_takes_effect_next_tick(tmp_path: Path) -> None:
     sim = sim_step.build_step(game_config(tmp_path))
     sim.start()

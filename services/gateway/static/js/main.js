@@ -14,7 +14,7 @@ const TAPE_KEPT = 300;
 const NEWS_KEPT = 100;
 
 const state = {
-  instruments: [], quotes: {}, fair: {}, spots: {}, status: { phase: '', halted: [] },
+  instruments: [], quotes: {}, fair: {}, spots: {}, status: { phase: '', halted: [], expired: [] },
   leaderboard: [], tape: [], news: [], selected: 'SPX_4500_CALL', chainUnderlying: 'SPX',
 };
 const chart = new MarketChart($('chart'), $('regime-legend'));

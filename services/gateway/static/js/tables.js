@@ -12,9 +12,15 @@ export function renderStatus(status) {
   phase.textContent = status.phase.replace('_', ' ');
   phase.className = 'badge ' + status.phase;
   const halted = $('halted');
-  halted.hidden = !status.halted.length;
-  halted.textContent = 'halted: ' + status.halted.join(', ');
+  const { expired } = status;
+  halted.hidden = !status.halted.length && !expired.length;
+  halted.textContent = [status.halted.length ? 'halted: ' + status.halted.join(', ') : '',
+    expired.length ? 'options expired' : ''].filter(Boolean).join('; ');
 }
+
+// No order reaches the book: halted by the operator, or an option past its expiry.
+const closed = (state, iid) => state.status.halted.includes(iid)
+  || state.status.expired.includes(iid);
 
 export function renderClock(clock) {
   const speed = clock.speed === null || clock.speed === undefined ? ''
@@ -77,7 +83,7 @@ function quoteCell(q, side, iid, state) {
   const size = side === 'bid' ? q?.bid_size : q?.ask_size;
   const td = el('td', { class: 'num', dataset: { iid } }, price(value));
   if (value !== null && value !== undefined) td.append(el('sub', { text: `×${size}` }));
-  if (state.status.halted.includes(iid)) td.classList.add('halted');
+  if (closed(state, iid)) td.classList.add('halted');
   if (state.selected === iid) td.classList.add('sel');
   return td;
 }
@@ -137,11 +143,12 @@ export function renderDepth(depth, state) {
   });
   replaceRows($('depth').tBodies[0], rows);
   const fair = state.fair[depth.instrument_id]?.fair ?? state.spots[depth.instrument_id];
-  const halted = state.status.halted.includes(depth.instrument_id);
+  const expired = state.status.expired.includes(depth.instrument_id);
   $('quote').replaceChildren(
     el('span', {}, 'fair ', el('b', { text: price(fair) })),
     el('span', {}, 'last ', el('b', { text: price(q.last) })),
-    halted ? el('span', { class: 'badge halted', text: 'halted' }) : '');
+    closed(state, depth.instrument_id)
+      ? el('span', { class: 'badge halted', text: expired ? 'expired' : 'halted' }) : '');
 }
 
 function tradeRow(t, fresh) {
