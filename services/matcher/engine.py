@@ -483,7 +483,11 @@ class Engine:
         # in the price range: a mark goes into every P&L, and a mark of 2**63 made the
         # snapshot's encoding overflow (journaled, it killed every restart too). 0 is a price
         # here: an option far out of the money is worth nothing, and P&L must say so.
-        if cmd.instrument_id in self.instruments and 0 <= cmd.price <= self.game.max_price_ticks:
+        if cmd.instrument_id in self.expired:  # settled: its price is fixed for good
+            self._respond(cmd, ok=False, code="MARKET_CLOSED",
+                          message=f"{cmd.instrument_id} has expired: its mark is its settlement",
+                          details={"instrument_id": cmd.instrument_id, "expired": True})
+        elif cmd.instrument_id in self.instruments and 0 <= cmd.price <= self.game.max_price_ticks:
             self.marks[cmd.instrument_id] = cmd.price
             self._respond(cmd, ok=True)
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -320,6 +322,9 @@ def test_expired_options_settle_and_close_for_good(harness: Harness) -> None:
     reopen = response(harness.apply(SetHalt(gw="t", instrument_id="SPX_4500_CALL",
                                             halted=False)))
     assert (reopen.ok, reopen.code) == (False, "MARKET_CLOSED")
+    mark = response(harness.apply(PriceMark(gw="t", instrument_id="SPX_4500_CALL", price=777)))
+    assert (mark.ok, mark.code, harness.engine.marks["SPX_4500_CALL"]) == (
+        False, "MARKET_CLOSED", 120)  # a new game's mark moved the settlement
     before = state_hash(harness.engine, sequencing=False)
     again = harness.apply(ExpireOptions(gw="t", prices={"SPX_4500_CALL": 999}))  # a re-send
     assert response(again).details == {"expired": 0} and events(again, CancelAck) == []
@@ -328,6 +333,17 @@ def test_expired_options_settle_and_close_for_good(harness: Harness) -> None:
             "INVALID_INSTRUMENT")
     assert state_hash(harness.engine, sequencing=False) == before
     assert response(harness.order(other, "sell", 1, 1.00, "SPX_4500_PUT")).ok  # not expired
+
+
+def test_published_book_deltas_are_not_walked_by_the_garbage_collector(harness: Harness) -> None:
+    """The replay rings keep thousands of them per book: with a list of changes each, a full
+    collection took ~10 ms instead of ~0.5 (and it runs on the order path)."""
+    mm = harness.team("mm")
+    deltas = [d for i in range(20) for d in events(harness.order(mm, "buy", 1, 1.00 + i / 100),
+                                                   BookDelta)]
+    gc.collect()  # tuples of numbers leave the collector's lists as it meets them: the
+    gc.collect()  # inner ones first, the outer one at the next pass
+    assert deltas and not any(gc.is_tracked(d) or gc.is_tracked(d.changes) for d in deltas)
 
 
 def test_registration_rules(harness: Harness) -> None:
