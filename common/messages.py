@@ -9,6 +9,7 @@ Prices are integer ticks (cents), quantities integers, money integer cents (+ = 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -184,7 +185,9 @@ class BookDelta(Event, tag="book_delta", kw_only=True):
     """Price levels changed by one command: (side, price, new total quantity; 0 = gone)."""
 
     instrument_id: str
-    changes: list[tuple[str, int, int]]
+    # a tuple when the matcher builds it: its replay rings keep thousands per book, and the
+    # garbage collector stops walking tuples of numbers (lists it walks at every full pass)
+    changes: Sequence[tuple[str, int, int]]
     more: bool = False  # another book_delta of the same command follows (another instrument)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sortedcontainers import SortedDict
 
@@ -45,7 +45,7 @@ class Book:
         self.bids: SortedDict = SortedDict(operator.neg, bids)
         self.asks: SortedDict = SortedDict(asks)
 
-    def apply(self, changes: list[tuple[str, int, int]]) -> None:
+    def apply(self, changes: Sequence[tuple[str, int, int]]) -> None:
         for side, price, quantity in changes:
             levels = self.bids if side == "buy" else self.asks
             if quantity:

@@ -209,16 +209,16 @@ class OrderBook:
     def level_total(self, side: str, price: int) -> int:
         return self.side(side).totals.get(price, 0)
 
-    def drain_changes(self) -> list[tuple[str, int, int]]:
+    def drain_changes(self) -> tuple[tuple[str, int, int], ...]:
         """Levels touched since the last drain, with their new totals (0 = level gone)."""
         changed = self._changed
         if not changed:
-            return []
+            return ()
         out = []  # a plain loop: a comprehension is one more function call (before 3.12)
         for (side, price), totals in changed.items():
             out.append((side, price, totals.get(price, 0)))
         changed.clear()
-        return out
+        return tuple(out)
 
     def live_orders(self) -> list[Order]:
         return self.bids.live_orders() + self.asks.live_orders()
