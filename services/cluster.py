@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from common.config import SERVICES, Config, ConfigError, load_config
 from common.transport import CHANNELS, ipc_dir
+from services.dbwriter.engine import make_sqlite_dir
 from services.launcher import ClusterError
 from services.supervisor import DEFAULT_CONFIG, REPO, TEMPLATE, Proc, Supervisor, render
 
@@ -172,8 +173,7 @@ def check_database(config: Config) -> None:
         return  # SQLite in the data dir: created by the first DB writer
     url = make_url(config.db.url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":  # the writer creates the file
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        make_sqlite_dir(config.db.url)  # the writer creates the file
         return
     args = {"connect_timeout": 5} if url.get_backend_name() == "postgresql" else {}
     engine = create_engine(url, connect_args=args)

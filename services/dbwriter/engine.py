@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger(__name__)
@@ -22,12 +24,19 @@ READ_ONLY = "itg_read_only"  # execution option: a reading transaction (deferred
 _BUSY_TIMEOUT_MS = 30_000
 
 
+def make_sqlite_dir(url: str) -> None:
+    """SQLite creates its file, not the directory it lives in."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def make_engine(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=True)  # a restarted server drops pooled links
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
-    log.info("database engine for %s", engine.url.render_as_string(hide_password=True))
+    log.debug("database engine for %s", engine.url.render_as_string(hide_password=True))
     return engine
 
 

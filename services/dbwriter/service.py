@@ -8,12 +8,14 @@ import time
 from functools import partial
 
 import zmq
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from common.messages import DecodeError
 from common.records import BatchAck, RecordBatch, decode_frame, encode_frame
 from common.service import Context, Service, Socket
 from common.transport import PERSIST_CHANNELS, recv_frames, send_frame
+from services.dbwriter.engine import make_sqlite_dir
 from services.dbwriter.store import PERMANENT, ForeignStream, Store
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,7 @@ class DbWriterService(Service):
     name = "dbwriter"
 
     def on_start(self, ctx: Context) -> None:
-        self.config.data_path.mkdir(parents=True, exist_ok=True)  # where SQLite lives by default
+        make_sqlite_dir(self.config.db_url)  # the data dir, by default
         self.store: Store | None = None
         self._ctx_for_inboxes = ctx
         self._foreign: set[tuple[str, str]] = set()  # (stream, origin) refused and logged
@@ -55,6 +57,8 @@ class DbWriterService(Service):
                 log.warning("dbwriter: database unreachable (%s); trying again every %g s",
                             cause, RETRY_S)
             return
+        log.info("dbwriter: storing to %s",
+                 make_url(self.config.db_url).render_as_string(hide_password=True))
         for stream, (records, acks) in PERSIST_CHANNELS.items():
             inbox = self.socket(self._ctx_for_inboxes, records, bind=False)
             self._acks[stream] = self.socket(self._ctx_for_inboxes, acks, bind=False)

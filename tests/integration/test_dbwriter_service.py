@@ -4,6 +4,7 @@ acknowledgements back; several writers share the work without duplicating a row.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -179,6 +180,7 @@ def test_a_writer_started_while_the_database_is_down_waits_for_it(
         tmp_path: Path, pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """It exited (rc 2) instead, and supervisord's restart backoff could give it up for good;
     while it waits it takes no batch, so they wait in the producers' outboxes."""
+    caplog.set_level(logging.INFO)
     url = make_url(pg_url)
     door = DatabaseDoor((url.host or "127.0.0.1", url.port or 5432))
     config = make_config(tmp_path / "data", db={"url": url.set(port=door.port).render_as_string(
@@ -209,6 +211,23 @@ def test_a_writer_started_while_the_database_is_down_waits_for_it(
     # once per 30 s, not once per attempt or per batch (an outage wrote thousands of lines)
     assert sum("unreachable" in m for m in said) == 1
     assert sum("not stored" in m for m in said) == 1
+    assert sum("database engine for" in m for m in said) == 0  # was said at every attempt
+    assert sum("storing to" in m for m in said) == 1
+
+
+def test_a_writer_makes_the_directory_of_its_sqlite_file(tmp_path: Path) -> None:
+    """`itg service dbwriter` relied on the start-up check to make it, and no longer runs
+    that check (it waits for a database instead): it waited for ever."""
+    url = f"sqlite:///{tmp_path}/not/yet/there/itg.db"
+    config = make_config(tmp_path / "data", db={"url": url})
+    with Cluster(config, ["dbwriter"]) as cluster:
+        records = make_socket(cluster.ctx, config, "matcher_persist", bind=True)
+        acks = make_socket(cluster.ctx, config, "matcher_acks", bind=True)
+        send_frame(records, b"rec", encode_frame(RecordBatch(stream="matcher",
+                                                             records=[trade(1)])))
+        acks_until(acks, {1})
+    with Store(url) as store:
+        assert store.last_seq("matcher") == 1
 
 
 def _sent(sock: Socket, batch: RecordBatch) -> bool:
