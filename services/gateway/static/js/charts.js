@@ -42,9 +42,10 @@ export class MarketChart {
     // zooms or drags; a double-click goes back to the whole game.
     this.follow = true;
     this.fitting = false;
-    for (const kind of ['wheel', 'mousedown', 'touchstart']) {
-      container.addEventListener(kind, () => { this.follow = false; }, { passive: true });
-    }
+    const stop = () => { this.follow = false; };
+    container.addEventListener('wheel', stop, { passive: true });
+    container.addEventListener('touchmove', stop, { passive: true });
+    container.addEventListener('mousemove', (e) => { if (e.buttons) stop(); });  // a drag
     container.addEventListener('dblclick', () => { this.follow = true; this.fit(); });
     this.reset({}, [], { spans: [], until_s: 0 }, []);
   }
