@@ -488,7 +488,10 @@ def test_a_clean_stop_stores_every_record_before_the_producers_go(tmp_path: Path
         assert sim.records.outbox.pending_records > 0  # waiting: no batch is due for 10 min
     with Store(config.db_url) as store, store.engine.connect() as conn:
         stored = dict(conn.exec_driver_sql("select stream, last_seq from stream_progress").all())
-    assert stored == {"simulator": sim.records.last_seq, "events": events.records.last_seq,
+    last = sim._last  # the simulator numbers its prices by game and tick
+    per_tick = len(last.underlyings) + sum(len(v.values) for v in last.fair_values)
+    assert stored == {"simulator": sim.step.game + (last.tick + 1) * per_tick - 1,
+                      "events": events.records.last_seq,
                       "matcher": matcher.engine.counters["record"]}
     assert len(db_trades(config.db_url)) == len(journal_trades(config)) > 50
 
