@@ -20,7 +20,16 @@ import zmq
 from common.bus_client import MatcherClient
 from common.config import Config, load_config
 from common.game_master import GameMaster
-from common.messages import AccountQuery, AccountReply, Command, NewOrder, RegisterTeam, decode
+from common.messages import (
+    AccountQuery,
+    AccountReply,
+    Command,
+    NewOrder,
+    Ping,
+    Pong,
+    RegisterTeam,
+    decode,
+)
 from common.records import TradeRecord
 from services.dbwriter.recover import differences
 from services.dbwriter.store import Store
@@ -389,6 +398,11 @@ def test_recover_check_waits_for_a_writer_that_stores_an_earlier_batch_last(
         for _ in range(10):  # batches go to the writers in turn: the paused one holds some
             send_orders(client, [random_order(rng, teams) for _ in range(20)])
             time.sleep(0.05)
+
+        def out_of_order() -> bool:  # the case itself: a later batch in, an earlier one not
+            with Store(processes.config.db_url) as store:
+                return store.last_seq("matcher") > client.call(Ping(), Pong).records_stored
+        wait_for(out_of_order, 20, what="a later batch stored while the paused writer holds one")
         check = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "recover", "--check", "--config",
              str(processes.path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
