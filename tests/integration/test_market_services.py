@@ -140,7 +140,7 @@ def test_options_expire_on_the_running_exchange(tmp_path: Path) -> None:
     resting orders are cancelled, and their marks stay at the settlement prices."""
     config = make_config(tmp_path / "data", bus={"heartbeat_s": 0.05}, matcher={"fsync": False},
                          simulator={"speed": 20.0, "mark_every_ticks": 1,
-                                    "option_expiry_s": 60.0})
+                                    "option_expiry_s": 60.0, "retail_orders_per_tick": 0.0})
     with Cluster(config, ["matcher", "simulator"]) as cluster:
         matcher: Any = cluster.services["matcher"]
         sim: Any = cluster.services["simulator"]
@@ -152,8 +152,9 @@ def test_options_expire_on_the_running_exchange(tmp_path: Path) -> None:
             rest = client.request(NewOrder(team_id=team, instrument_id="SPX_4500_CALL",
                                            side="sell", quantity=1, price=99_900))
             assert rest.ok and sim.step.tick < 60, "placed before the expiry"
+            assert rest.order_id in matcher.engine.live  # no retail flow to fill it
             wait_for(lambda: matcher.engine.expired, 20, what="the expiry")
-            assert rest.order_id not in matcher.engine.live
+            assert rest.order_id not in matcher.engine.live  # cancelled, "expired"
             refused = client.request(NewOrder(team_id=team, instrument_id="SPX_4500_CALL",
                                               side="buy", quantity=1, price=100))
             assert (refused.code, refused.details["expired"]) == ("MARKET_CLOSED", True)
