@@ -56,7 +56,7 @@ from services.matcher.records import (
     team_record,
     trade_record,
 )
-from services.matcher.validator import Reject, Validator
+from services.matcher.validator import Reject, Validator, expired_reject
 
 Out = tuple[bytes, Event]
 CANCEL_FAILED = "Cancel failed: Order not found"  # one text for every case: existence never leaks
@@ -202,26 +202,27 @@ class Engine:
             # gateway that waits for market data up to an answer's time must not wait for more)
             self._respond(cmd, **_fields(prior.response, exclude=("req_id", "seq", "epoch")))
             return
-        reject = self.validator.check(cmd, acct, self._ts, self.phase, self.halted)
+        reject = self.validator.check(cmd, acct, self._ts, self.phase, self.halted,
+                                      self.expired)
         if reject is None and cmd.order_type == "market" and not self.books[
             cmd.instrument_id
         ].contra_liquidity(cmd.side, cmd.team_id):
             reject = Reject("NO_LIQUIDITY", "No liquidity for market order",
                             {"instrument_id": cmd.instrument_id, "side": cmd.side})
         if reject is not None:
-            if reject.code == "MARKET_CLOSED" and cmd.instrument_id in self.expired:
-                reject = Reject("MARKET_CLOSED", f"{cmd.instrument_id} has expired",
-                                {"instrument_id": cmd.instrument_id, "expired": True})
             self._reject(cmd, reject)
             return
         self._accept(cmd, acct)
+
+    def _refuse(self, cmd: Command, r: Reject) -> None:
+        self._respond(cmd, ok=False, code=r.code, message=r.message, details=r.details)
 
     def _reject(self, cmd: NewOrder, r: Reject) -> None:
         self._to_team(cmd.team_id, OrderReject(
             order_id=None, client_order_id=cmd.client_order_id, team_id=cmd.team_id,
             instrument_id=cmd.instrument_id, error_code=r.code, reason=r.message,
             details=r.details))
-        self._respond(cmd, ok=False, code=r.code, message=r.message, details=r.details)
+        self._refuse(cmd, r)
 
     def _accept(self, cmd: NewOrder, acct: Account) -> None:
         ts, counters = self._ts, self.counters
@@ -437,9 +438,7 @@ class Engine:
                           details={"instrument_id": cmd.instrument_id})
             return
         if cmd.instrument_id in self.expired:
-            self._respond(cmd, ok=False, code="MARKET_CLOSED",
-                          message=f"{cmd.instrument_id} has expired: its book is closed for good",
-                          details={"instrument_id": cmd.instrument_id, "expired": True})
+            self._refuse(cmd, expired_reject(cmd.instrument_id))
             return
         (self.halted.add if cmd.halted else self.halted.discard)(cmd.instrument_id)
         book = self.books[cmd.instrument_id]
@@ -484,9 +483,7 @@ class Engine:
         # snapshot's encoding overflow (journaled, it killed every restart too). 0 is a price
         # here: an option far out of the money is worth nothing, and P&L must say so.
         if cmd.instrument_id in self.expired:  # settled: its price is fixed for good
-            self._respond(cmd, ok=False, code="MARKET_CLOSED",
-                          message=f"{cmd.instrument_id} has expired: its mark is its settlement",
-                          details={"instrument_id": cmd.instrument_id, "expired": True})
+            self._refuse(cmd, expired_reject(cmd.instrument_id))
         elif cmd.instrument_id in self.instruments and 0 <= cmd.price <= self.game.max_price_ticks:
             self.marks[cmd.instrument_id] = cmd.price
             self._respond(cmd, ok=True)

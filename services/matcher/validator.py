@@ -32,9 +32,11 @@ class Validator:
         self._option = {iid: inst.is_option for iid, inst in instruments.items()}
 
     def check(
-        self, o: NewOrder, acct: Account, ts_ns: int, phase: str, halted: set[str]
+        self, o: NewOrder, acct: Account, ts_ns: int, phase: str, halted: set[str],
+        expired: set[str],
     ) -> Reject | None:
         """The first rule broken, in a fixed order: shape, market state, rate, position.
+        `halted`: every book no order reaches, the `expired` options' included.
 
         One flat function, because this runs for every order: each rule is a test or two, and
         only a broken rule pays for building its reject.
@@ -69,7 +71,7 @@ class Validator:
                            "max": role.max_order_size})
         # market state
         if phase != "continuous" or iid in halted:
-            reject = _market_state(o, phase, halted)
+            reject = _market_state(o, phase, halted, expired)
             if reject is not None:
                 return reject
         # rate
@@ -98,7 +100,15 @@ class Validator:
         return None
 
 
-def _market_state(o: NewOrder, phase: str, halted: set[str]) -> Reject | None:
+def expired_reject(iid: str) -> Reject:
+    return Reject("MARKET_CLOSED", f"{iid} has expired: its book is closed for good",
+                  {"instrument_id": iid, "expired": True})
+
+
+def _market_state(o: NewOrder, phase: str, halted: set[str],
+                  expired: set[str]) -> Reject | None:
+    if o.instrument_id in expired:  # for good, whatever the phase
+        return expired_reject(o.instrument_id)
     if phase not in ACCEPTING_PHASES:
         return Reject("MARKET_CLOSED", f"Market is {phase}", {"phase": phase})
     if o.instrument_id in halted:
