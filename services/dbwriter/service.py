@@ -50,6 +50,7 @@ class DbWriterService(Service):
         try:
             self.store = Store(self.config.db_url)
         except OperationalError as exc:  # unreachable, refused, not up yet
+            self.counters["db_unreachable"] += 1
             self._next_try = now + RETRY_S
             if now - self._said >= WARN_EVERY_S:
                 self._said = now

@@ -191,7 +191,7 @@ def test_a_writer_started_while_the_database_is_down_waits_for_it(
             writer = cluster.services["dbwriter"]
             records = make_socket(cluster.ctx, config, "matcher_persist", bind=True)
             acks = make_socket(cluster.ctx, config, "matcher_acks", bind=True)
-            time.sleep(1.5)  # a few attempts
+            wait_for(lambda: writer.counters["db_unreachable"] >= 2, what="a second attempt")
             assert writer.ready.is_set() and writer.store is None
             with pytest.raises(zmq.Again):  # no writer connected: nothing to hand a batch to
                 send_frame(records, b"rec", encode_frame(batch), zmq.NOBLOCK)
