@@ -253,7 +253,8 @@ class Engine:
             book.rest(order)
             self.live[order.order_id] = order
             acct.add_open(iid, side, remaining, self._option[iid])
-        elif remaining:
+        elif remaining:  # the rest is cancelled: nothing of the order is left working
+            order.remaining = 0
             self._cancel_ack(order, remaining, "market_remainder")
         result = _result(order, "cancelled" if market and remaining else None)
         self._records.append(order_record(order, result.status, self._record_seq(), ts))

@@ -231,7 +231,8 @@ def test_market_order_remainder_is_cancelled_and_reported(harness: Harness) -> N
     (ack,) = events(out, CancelAck)
     assert (ack.cancelled_quantity, ack.reason) == (7, "market_remainder")
     result = response(out).result
-    assert (result.status, result.filled_quantity, result.remaining_quantity) == ("cancelled", 3, 7)
+    # as for a user's cancel: remaining_quantity is what is still working, none
+    assert (result.status, result.filled_quantity, result.remaining_quantity) == ("cancelled", 3, 0)
 
 
 def test_self_trade_cancels_the_resting_order(harness: Harness) -> None:
@@ -267,6 +268,8 @@ def test_partial_fill_then_cancel_keeps_the_filled_position(harness: Harness) ->
     harness.order(other, "sell", 4, 2.00)
     out = harness.apply(CancelOrder(gw="t", team_id=mm, order_id=oid))
     assert events(out, CancelAck)[0].cancelled_quantity == 6
+    result = response(out).result
+    assert (result.status, result.filled_quantity, result.remaining_quantity) == ("cancelled", 4, 0)
     assert harness.engine.accounts[mm].positions == {"SPX_4500_CALL": 4}
 
 
