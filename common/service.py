@@ -83,15 +83,26 @@ class Service:
             self.ready.set()
             log.info("%s ready", self.name)
             self._loop()
+        except BaseException:
+            self._release(ctx, failed=True)
+            raise
+        self._release(ctx, failed=False)
+
+    def _release(self, ctx: Context, failed: bool) -> None:
+        """on_stop, then the sockets. After a failure (a start that could not bind, say) an
+        error in on_stop is logged, not raised: the first error is the one to report."""
+        try:
+            self.on_stop()
+        except Exception:
+            if not failed:
+                raise
+            log.exception("%s: releasing after a failure failed too", self.name)
         finally:
-            try:
-                self.on_stop()
-            finally:
-                for sock in self._sockets:
-                    sock.close(linger=0)
-                if self._ctx is None:
-                    ctx.term()
-                log.info("%s stopped", self.name)
+            for sock in self._sockets:
+                sock.close(linger=0)
+            if self._ctx is None:
+                ctx.term()
+            log.info("%s stopped", self.name)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -11,7 +11,11 @@ from typing import NamedTuple
 
 import zmq
 
-from common.config import Config
+from common.config import Config, ConfigError
+
+
+class AddressError(ConfigError):
+    """A bus address this process cannot bind or connect; the message names the setting."""
 
 
 class Channel(NamedTuple):
@@ -99,18 +103,38 @@ def address(config: Config, channel: str, bind: bool = False) -> str:
 
 
 def make_socket(ctx: zmq.Context[zmq.Socket[bytes]], config: Config, channel: str,
-                bind: bool) -> zmq.Socket[bytes]:
-    """A configured socket, bound (by the channel's owner) or connected (by everyone else)."""
+                bind: bool, immediate: bool = False) -> zmq.Socket[bytes]:
+    """A configured socket, bound (by the channel's owner) or connected (by everyone else).
+
+    `immediate`: messages are queued only to a peer that is connected, so a send with no peer
+    fails at once (zmq.Again with NOBLOCK) instead of waiting in memory for one to come."""
     ch = CHANNELS[channel]
     sock = ctx.socket(ch.bind_type if bind else ch.connect_type)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, HWM)
     sock.setsockopt(zmq.RCVHWM, HWM)
+    if immediate:
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # before connect: it applies to pipes made after
     addr = address(config, channel, bind)
-    if bind:
-        if config.bus.transport == "ipc":
+    try:
+        if bind and config.bus.transport == "ipc":
             ipc_dir(config).mkdir(parents=True, exist_ok=True)
-        sock.bind(addr)
-    else:
-        sock.connect(addr)
+        (sock.bind if bind else sock.connect)(addr)
+    except (zmq.ZMQError, OSError) as exc:
+        # an open socket would make the context's term() wait forever: the process would
+        # hang with nothing logged instead of exiting for its supervisor to restart it
+        sock.close(linger=0)
+        raise AddressError(_address_problem(config, channel, bind, addr, exc)) from None
     return sock
+
+
+def _address_problem(config: Config, channel: str, bind: bool, addr: str,
+                     exc: Exception) -> str:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    action = "cannot bind" if bind else "cannot connect to"
+    settings = {"inproc": "another service of that name runs in this process",
+                "ipc": "set bus.ipc_dir (ITG_BUS__IPC_DIR) or data_dir to a writable place",
+                "tcp": "is another program or another copy of the service on that port? Set "
+                       "bus.tcp_base_port (ITG_BUS__TCP_BASE_PORT) or bus.bind_host"
+                       if bind else f"check bus.hosts.{CHANNELS[channel].owner}"}
+    return f"{action} {addr} (channel {channel}): {reason}; {settings[config.bus.transport]}"

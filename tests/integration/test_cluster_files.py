@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shlex
 import socket
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -220,6 +221,29 @@ def test_clear_errors_for_a_busy_port_a_missing_database_and_a_bad_config(
     assert main(["cluster", "status", "--data-dir", str(short_dir / "none")]) == 3
     assert "not running" in capsys.readouterr().out
     assert not (short_dir / "d" / "supervisord.conf").exists()  # nothing was started
+
+
+def test_a_service_that_cannot_bind_its_bus_port_exits_saying_which_setting(
+    short_dir: Path,
+) -> None:
+    """It hung instead, logging nothing: the failed socket stayed open and the context's
+    term() waited for it, so supervisord showed it RUNNING and never restarted it."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    base = busy.getsockname()[1] - CHANNELS["events_pub"].port_offset
+    config = short_dir / "c.toml"
+    config.write_text(f'[bus]\ntransport = "tcp"\ntcp_base_port = {base}\n'
+                      f'bind_host = "127.0.0.1"\n')
+    try:
+        done = subprocess.run([sys.executable, "-m", "services.cli", "service", "events",
+                               "--config", str(config), "--data-dir", str(short_dir / "d")],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        busy.close()
+    assert done.returncode == 2, done.stderr
+    assert f"cannot bind tcp://127.0.0.1:{base + 7} (channel events_pub)" in done.stderr
+    assert "bus.tcp_base_port" in done.stderr
 
 
 def test_cluster_commands_find_the_data_dir_in_the_environment(
