@@ -6,14 +6,21 @@ edge-triggered, so every wake-up drains its socket, and any send or (un)subscrib
 that also receives is followed by a re-check (it may have consumed the edge).
 
 Commands go out on the `commands` PUSH with `gw` set to this gateway, and their Response comes
-back on `resp.<gw>` matched by req_id. Requests go over a DEALER as [request id, payload]; the
-matcher's ROUTER echoes every frame before the payload, so answers are matched by that id and
-a late answer to an abandoned request can never be taken for another one.
+back on `resp.<gw>` matched by req_id. They go out only while the private SUB is proven joined
+to the matcher that will answer (a Probe answered by a Pong on `resp.<gw>`): after a matcher
+restart the PUSH may reconnect before the SUB, and an answer published meanwhile is lost, so
+a command that ran would be reported as timed out. A disconnect of the SUB (its socket monitor)
+ends the proof; until the next one a command waits, within its timeout.
+
+Requests go over a DEALER as [request id, payload]; the matcher's ROUTER echoes every frame
+before the payload, so answers are matched by that id and a late answer to an abandoned
+request can never be taken for another one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -22,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from common import topics
 from common.config import Config
@@ -49,6 +57,7 @@ T = TypeVar("T")
 Sink = Callable[[bytes, bytes], None]
 _NOBLOCK = int(zmq.NOBLOCK)  # a plain int: pyzmq's flag enums cost more than the call
 DRAIN_BATCH = 256  # messages per wake-up before yielding to the loop
+SEND_RETRY_S = 0.005  # a command the PUSH could not take yet is tried again this often
 FEEDS = (  # channel, topic prefixes: the feeds every gateway follows besides its own
     ("matcher_pub", (topics.MD, topics.HEARTBEAT)),
     ("events_pub", (topics.NEWS, topics.SIGNAL, topics.HEARTBEAT)),  # news, public signals
@@ -80,6 +89,8 @@ class Bridge:
         self.on_public: Sink = _noop  # md.*, news, signal.*, sys.heartbeat.*
         self.on_key_reissued: Callable[[KeyReissued], None] = lambda event: None
         self.pong_seen = asyncio.Event()
+        self.joined = asyncio.Event()  # the private SUB is proven joined to the matcher there
+        self._left = asyncio.Event()  # it disconnected since: prove it again
         self.counters: dict[str, int] = {"late_responses": 0, "bad_frames": 0}
         self._pending: dict[str, asyncio.Future[Response]] = {}
         self._calls: dict[bytes, asyncio.Future[Message]] = {}
@@ -93,14 +104,19 @@ class Bridge:
 
     def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.push = self._socket("commands")
+        # immediate: a command is never held for a matcher that is not there (down, not yet
+        # started): it would run whenever one came, long after its client was told "timeout"
+        self.push = self._socket("commands", immediate=True)
         self.private = self._socket("matcher_private")
         self.private.subscribe(topics.EXEC)  # before resp.<gw>: a Pong then proves both joined
         self.private.subscribe(self.resp_topic)
         self.private.subscribe(topics.KEYS)
+        self._monitor = self.private.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._sockets.append(self._monitor)
         self.rpc = self._socket("matcher_rpc")
         self._watch(self.private, self._read_private)
         self._watch(self.rpc, self._read_rpc)
+        self._watch(self._monitor, self._read_monitor)
         for channel, prefixes in FEEDS:
             sub = self._socket(channel)
             for prefix in prefixes:
@@ -109,6 +125,9 @@ class Bridge:
 
     def close(self) -> None:
         loop = self._loop
+        if self._sockets:
+            with contextlib.suppress(zmq.ZMQError):
+                self.private.disable_monitor()
         for sock in self._sockets:
             if loop is not None:
                 loop.remove_reader(_fd(sock))
@@ -119,8 +138,8 @@ class Bridge:
             if not fut.done():
                 fut.set_exception(BusUnavailable("gateway stopping"))
 
-    def _socket(self, channel: str) -> Socket:
-        sock = make_socket(self.ctx, self.config, channel, bind=False)
+    def _socket(self, channel: str, immediate: bool = False) -> Socket:
+        sock = make_socket(self.ctx, self.config, channel, bind=False, immediate=immediate)
         self._sockets.append(sock)
         return sock
 
@@ -136,21 +155,46 @@ class Bridge:
     # --- commands ---
 
     async def command(self, cmd: Command, timeout: float) -> Response:
-        """Send a command and wait for its Response; BusTimeout if none comes in time."""
-        assert self._loop is not None
+        """Send a command and wait for its Response; BusTimeout if none comes in time,
+        BusUnavailable if it could not be sent (then it was not, and never runs)."""
+        loop = self._loop
+        assert loop is not None
+        deadline = loop.time() + timeout
         req_id = cmd.req_id = f"{next(self._ids):x}"
         cmd.gw = self.gw_id
-        fut: asyncio.Future[Response] = self._loop.create_future()
+        payload = encode(cmd)
         try:
-            send_frame(self.push, b"cmd", encode(cmd), _NOBLOCK)
-        except zmq.Again as exc:
-            raise BusUnavailable("command queue full") from exc
+            if not self.joined.is_set():
+                raise zmq.Again
+            send_frame(self.push, b"cmd", payload, _NOBLOCK)
+        except zmq.Again:  # nothing was sent
+            await self._send_later(payload, deadline)
+        fut: asyncio.Future[Response] = loop.create_future()
         self._pending[req_id] = fut
-        timer = self._loop.call_later(timeout, self._expire, req_id)
+        timer = loop.call_at(deadline, self._expire, req_id)
         try:
             return await fut
         finally:
             timer.cancel()
+
+    async def _send_later(self, payload: bytes, deadline: float) -> None:
+        """Hand a command to the matcher once the private feed is proven joined to it and the
+        PUSH is connected to it (each reconnects on its own after a matcher restart), or the
+        queue has room again; BusUnavailable if not by the deadline."""
+        assert self._loop is not None
+        while (left := deadline - self._loop.time()) > 0:
+            if self.joined.is_set():
+                await asyncio.sleep(min(SEND_RETRY_S, left))
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.joined.wait(), left)
+            if self.joined.is_set():
+                try:
+                    send_frame(self.push, b"cmd", payload, _NOBLOCK)
+                    return
+                except zmq.Again:
+                    continue
+        raise BusUnavailable("the matcher is not reachable")
 
     def _expire(self, req_id: str) -> None:
         fut = self._pending.pop(req_id, None)
@@ -202,6 +246,29 @@ class Bridge:
                 fut.set_result(msg)
         elif isinstance(msg, Pong):
             self.pong_seen.set()
+
+    def _read_monitor(self) -> None:
+        while True:
+            try:
+                recv_monitor_message(self._monitor, _NOBLOCK)
+            except zmq.Again:
+                return
+            self.joined.clear()
+            self._left.set()
+
+    async def keep_joined(self) -> None:
+        """Prove the private SUB joined, and again after each disconnect, for ever."""
+        while True:
+            while await wait_matcher(self, time.monotonic() + 3600) is None:
+                pass
+            if self._left.is_set():  # lost again while proving: the proof may be of the old
+                self._left.clear()
+                continue
+            self.joined.set()
+            await self._left.wait()
+            self._left.clear()
+            log.warning("gateway %s: the matcher's private feed disconnected; commands wait "
+                        "for it to be proven joined again", self.gw_id)
 
     # --- requests over the DEALER ---
 

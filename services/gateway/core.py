@@ -31,7 +31,7 @@ from common.messages import (
 from common.service import Context
 from services.gateway.auth import KeyRing
 from services.gateway.books import BookMirror
-from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable, Sink, wait_matcher
+from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable, Sink
 from services.gateway.hub import Hub
 from services.gateway.limits import RateLimiter
 from services.gateway.ws import POLICY, REISSUED
@@ -71,7 +71,8 @@ class Gateway:
         self.bridge.on_public = self._on_public
         self.bridge.on_key_reissued = self._key_reissued
         self.bridge.open()
-        self._tasks = [self.loop.create_task(self._sync()),
+        self._tasks = [self.loop.create_task(self.bridge.keep_joined()),
+                       self.loop.create_task(self._sync()),
                        self.loop.create_task(self.hub.market_data_loop())]
 
     async def wait_synced(self, timeout: float) -> bool:
@@ -87,8 +88,7 @@ class Gateway:
         self.bridge.close()
 
     async def _sync(self) -> None:
-        while await wait_matcher(self.bridge, time.monotonic() + 3600) is None:
-            pass
+        await self.bridge.joined.wait()
         self.matcher_ready.set()
         log.info("gateway %s: matcher answers, private feed joined", self.gw_id)
         while "matcher" not in self.beats:  # a heartbeat proves the public feed is joined

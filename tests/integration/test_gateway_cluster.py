@@ -230,3 +230,45 @@ def test_a_gateway_waiting_for_the_matcher_stops_when_asked(tmp_path: Path) -> N
     service.stop()
     thread.join(10)
     assert not thread.is_alive() and time.monotonic() - asked < 5
+
+
+def test_commands_wait_for_a_matcher_that_answers_and_never_run_after_being_refused(
+    short_dir: Path,
+) -> None:
+    """The gateway held commands for a matcher that was not there, and they ran when one came
+    (a registration answered PROCESSING_TIMEOUT took its name with a key nobody saw); and the
+    first command after a matcher (re)start timed out although it ran: its answer was
+    published before the gateway's private SUB had reconnected. Over ipc, as when the services
+    are processes (in one process they start together, the matcher first)."""
+    def register(name: str) -> dict[str, Any]:
+        return ex.http.post("/game/teams/register",  # type: ignore[no-any-return]
+                            json={"team_name": name, "role": "market_maker"}).json()
+
+    def start_matcher() -> tuple[MatcherService, threading.Thread]:
+        matcher = MatcherService(ex.cluster.config, ex.cluster.ctx)
+        thread = threading.Thread(target=matcher.run, daemon=True)
+        thread.start()
+        return matcher, thread
+
+    def stop(matcher: MatcherService, thread: threading.Thread) -> None:
+        matcher.stop()
+        thread.join(10)
+
+    with running(short_dir / "d", services=("gateway",), bus={"transport": "ipc"},
+                 gateway={"start_timeout_s": 0.2, "request_timeout_s": 3.0}) as ex:
+        r = register("early")
+        assert r["error"]["code"] == "SERVICE_UNAVAILABLE", r  # never sent: never runs
+        running_matcher = start_matcher()
+        try:
+            assert register("early")["success"]  # the name was free; answered at first try
+        finally:
+            stop(*running_matcher)
+        # (a command sent before the gateway learns of the stop is in flight: it times out)
+        wait_for(lambda: not ex.gateway.gateway.bridge.joined.is_set(), what="disconnect seen")
+        assert register("between")["error"]["code"] == "SERVICE_UNAVAILABLE"
+        running_matcher = start_matcher()
+        try:
+            assert register("between")["success"]
+            assert register("early")["error"]["code"] == "DUPLICATE_TEAM_NAME"  # same state
+        finally:
+            stop(*running_matcher)
