@@ -35,7 +35,7 @@ def start_matcher(directory: Path) -> tuple[subprocess.Popen[bytes], Config]:
     role = "\n".join(f"{k} = {v}" for k, v in BENCH_ROLE.items())
     path = directory / "bench.toml"
     path.write_text(ipc_config(directory) + ROLE.format(role=role))
-    prefix = os.environ.get("ITG_BENCH_PREFIX", "").split()  # e.g. a profiler's command
+    prefix = os.environ.get("BENCH_PREFIX", "").split()  # e.g. a profiler's command
     return start_service("matcher", path, prefix=prefix), load_config(path, env={})
 
 

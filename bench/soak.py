@@ -36,7 +36,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 SERVICES = ("dbwriter", "matcher", "simulator", "events", "gateway")  # start order
-PG_URL = os.environ.get("ITG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get("TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CONFIG = """
 [db]
 url = "{db}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -185,6 +186,9 @@ class MatcherConfig(_Section, frozen=True, kw_only=True):
 BUS_OWNERS = ("matcher", "simulator", "events")  # the services that bind (common/transport.py)
 
 
+_HOST = re.compile(r"[A-Za-z0-9_.-]+")  # a host name or an IPv4 address
+
+
 class BusConfig(_Section, frozen=True, kw_only=True):
     transport: str = "inproc"  # inproc (threads in one process) | ipc | tcp
     ipc_dir: str = ""  # default: <data_dir>/run
@@ -201,6 +205,12 @@ class BusConfig(_Section, frozen=True, kw_only=True):
         if unknown := sorted(set(self.hosts) - set(BUS_OWNERS)):  # a typo fell back to localhost
             raise ValueError(f"hosts: unknown service(s) {unknown}; the services that bind are "
                              f"{', '.join(BUS_OWNERS)}")
+        # a port or a scheme in a host made an address no peer ever reached, silently
+        for key, host in [("bind_host", self.bind_host)] + [
+                (f"hosts.{name}", host) for name, host in sorted(self.hosts.items())]:
+            if not (_HOST.fullmatch(host) or (key == "bind_host" and host == "*")):
+                raise ValueError(f"{key}: {host!r} is not a host name or an IPv4 address (with "
+                                 "no port: ports come from tcp_base_port)")
         _positive(heartbeat_s=self.heartbeat_s)
 
 
@@ -319,6 +329,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith("ITG_") or name == "ITG_CONFIG":
             continue
         path = name[4:].lower().split("__")
+        if _setting(path) is None:
+            raise ConfigError(f"{name}: no such setting ({'.'.join(path)}); a setting's "
+                              "variable is ITG_ and its path with __ between the parts, e.g. "
+                              "ITG_GATEWAY__PORT")
         node = tree
         for depth, part in enumerate(path[:-1], start=1):
             node = node.setdefault(part, {})
@@ -340,16 +354,25 @@ def _parse_literal(raw: str) -> Any:
 def _is_text(path: list[str]) -> bool:
     """Whether the setting at `path` takes text, so that a value that reads as a number is
     kept as written (an all-digit admin key or gateway id was refused: "expected str")."""
+    info = _setting(path)
+    kinds = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    return any(isinstance(kind, msgspec.inspect.StrType) for kind in kinds)
+
+
+def _setting(path: list[str]) -> msgspec.inspect.Type | None:
+    """The type of the setting at `path`, or None where there is no such setting."""
     info: msgspec.inspect.Type = msgspec.inspect.type_info(Config)
     for part in path:
         if isinstance(info, msgspec.inspect.StructType):
-            info = next((f.type for f in info.fields if f.name == part), msgspec.inspect.AnyType())
-        elif isinstance(info, msgspec.inspect.DictType):
+            found = next((f.type for f in info.fields if f.name == part), None)
+            if found is None:
+                return None
+            info = found
+        elif isinstance(info, msgspec.inspect.DictType):  # named entries: roles, hosts
             info = info.value_type
         else:
-            return False
-    kinds = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
-    return any(isinstance(kind, msgspec.inspect.StrType) for kind in kinds)
+            return None
+    return info
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -415,9 +438,15 @@ def load_config(
         raise ConfigError(f"config: {exc}") from exc
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
+
+
 def describe(config: Config) -> str:
-    """One log line with the effective config, secrets redacted."""
+    """One log line with the effective config, secrets (admin key, database password)
+    redacted: logged once at start."""
     if config.gateway.admin_key:
         config = msgspec.structs.replace(config, gateway=msgspec.structs.replace(
             config.gateway, admin_key="<redacted-admin-key>"))
+    url = _URL_PASSWORD.sub(r"\1<redacted-password>@", config.db.url)
+    config = msgspec.structs.replace(config, db=msgspec.structs.replace(config.db, url=url))
     return msgspec.json.encode(config).decode()

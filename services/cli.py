@@ -16,7 +16,7 @@ import msgspec
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.bus_client import BusTimeout, MatcherClient
-from common.config import SERVICES, Config, ConfigError, load_config
+from common.config import SERVICES, Config, ConfigError, describe, load_config
 from common.messages import AccountsQuery, AccountsReply, Ping, Pong
 from common.service import freeze_heap, run_process
 from services import benchmarks, logfmt
@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         config = _config(args)
         logfmt.setup(config.log_level, args.log_format,
                      args.name if args.command == "service" else "itg")
+        # once, secrets redacted; a service's own log file gets it, a console only on DEBUG
+        log.log(logging.INFO if args.command == "service" else logging.DEBUG,
+                "effective config: %s", describe(config))
         if args.command == "up":
             _up(config, args.only, args.bots if args.bots is not None else 3 * args.demo_bots)
         elif args.command == "recover":

@@ -30,7 +30,7 @@ FAST: dict[str, Any] = {
     "max_orders_per_s": 10**6,
 }
 FAST_TOML = "[game.roles.fast]\n" + "".join(f"{k} = {v}\n" for k, v in FAST.items())
-PG_URL = os.environ.get("ITG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get("TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture

@@ -244,6 +244,7 @@ def test_a_service_that_cannot_bind_its_bus_port_exits_saying_which_setting(
     assert done.returncode == 2, done.stderr
     assert f"cannot bind tcp://127.0.0.1:{base + 7} (channel events_pub)" in done.stderr
     assert "bus.tcp_base_port" in done.stderr
+    assert f'"tcp_base_port":{base}' in done.stderr  # the effective config, logged at start
 
 
 def test_cluster_commands_find_the_data_dir_in_the_environment(

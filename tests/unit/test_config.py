@@ -50,6 +50,25 @@ def test_an_env_override_below_a_plain_value_is_a_config_error() -> None:
         load_config(env={"ITG_MATCHER": "5", "ITG_MATCHER__MAX_BATCH": "3"})
 
 
+@pytest.mark.parametrize("name", ["ITG_BOGUS", "ITG_GATEWAY__PORTS", "ITG_GATEWAY__PORT__X"])
+def test_an_env_variable_that_names_no_setting_is_named_in_the_error(name: str) -> None:
+    """The error named the field only ("unknown field 'bogus'"), not the variable to fix."""
+    with pytest.raises(ConfigError, match=f"^{name}: no such setting"):
+        load_config(env={name: "1", "ITG_GATEWAY__PORT": "9001"})
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("ITG_BUS__HOSTS__MATCHER", "10.0.0.2:5550"), ("ITG_BUS__HOSTS__EVENTS", ""),
+    ("ITG_BUS__BIND_HOST", "tcp://0.0.0.0")])
+def test_a_bus_host_with_a_port_or_a_scheme_is_a_config_error(name: str, value: str) -> None:
+    """It was accepted and made an address no peer reached (tcp://10.0.0.2:5550:5550): the
+    service said it was ready and never heard from its peers."""
+    key = name[len("ITG_BUS__"):].lower().replace("__", ".")
+    with pytest.raises(ConfigError, match=f"{key}: {value!r} is not a host name"):
+        load_config(env={name: value})
+    assert load_config(env={name: "matcher-1.internal"})  # names and addresses are fine
+
+
 SPX = {"symbol": "SPX", "start_price": 4400, "strike_min": 4200, "strike_max": 4600,
        "strike_step": 100}
 

@@ -248,5 +248,9 @@ def test_market_maker_figures_quoted_share_and_edge(config: Config) -> None:
 def test_the_admin_key_is_checked_at_load_and_never_logged(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="admin_key"):
         make_config(tmp_path, gateway={"admin_key": "too-short"})
-    config = make_config(tmp_path, gateway={"admin_key": "k" * 24})
-    assert "k" * 24 not in describe(config) and "<redacted-admin-key>" in describe(config)
+    config = make_config(tmp_path, gateway={"admin_key": "k" * 24}, db={
+        "url": "postgresql+psycopg://itg:pa:ss%40word@db:5432/itg"})
+    logged = describe(config)
+    assert "k" * 24 not in logged and "<redacted-admin-key>" in logged
+    assert "ss%40word" not in logged
+    assert "postgresql+psycopg://itg:<redacted-password>@db:5432/itg" in logged
