@@ -221,6 +221,7 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
     request_timeout_s: float = 5.0  # no answer from the matcher by then: PROCESSING_TIMEOUT
     start_timeout_s: float = 30.0  # how long start-up waits for the matcher before going on
     max_body_bytes: int = 16_384
+    max_connections: int = 1_000  # HTTP + WebSocket at once (kept below the fd limit); 503 over
     max_ws_frame_bytes: int = 65_536
     ws_queue_size: int = 10_000  # messages pending per connection before it is dropped as slow
     ws_close_timeout_s: float = 2.0  # a dropped slow client gets this long to take its close
@@ -247,6 +248,7 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("id: at most 32 letters, digits, '-' or '_'")
         _positive(request_timeout_s=self.request_timeout_s, start_timeout_s=self.start_timeout_s,
                   max_body_bytes=self.max_body_bytes, max_ws_frame_bytes=self.max_ws_frame_bytes,
+                  max_connections=self.max_connections,
                   ws_queue_size=self.ws_queue_size, ws_close_timeout_s=self.ws_close_timeout_s,
                   md_interval_s=self.md_interval_s, session_ttl_s=self.session_ttl_s,
                   session_window=self.session_window, auth_cache_size=self.auth_cache_size,

@@ -4,7 +4,9 @@ cluster, recovery from the database, benchmarks and example bots. `itg COMMAND -
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import resource
 import secrets
 import signal
 import sys
@@ -192,6 +194,15 @@ def _live_accounts(config: Config) -> tuple[AccountsReply, int]:
         client.close()
 
 
+def _raise_fd_limit() -> None:
+    """The soft limit on open files up to the hard one: each client connection is one
+    (gateway.max_connections), and a soft limit of 1,024 is common."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "bot":
@@ -205,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         # once, secrets redacted; a service's own log file gets it, a console only on DEBUG
         log.log(logging.INFO if args.command == "service" else logging.DEBUG,
                 "effective config: %s", describe(config))
+        if args.command in ("up", "service"):
+            _raise_fd_limit()
         if args.command == "up":
             _up(config, args.only, args.bots if args.bots is not None else 3 * args.demo_bots)
         elif args.command == "recover":

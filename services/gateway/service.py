@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import resource
 import socket
 import threading
 import time
@@ -21,9 +22,11 @@ import uvicorn
 from common.service import Context, Service
 from services.gateway.app import create_asgi
 from services.gateway.core import Gateway
+from services.gateway.guards import GuardedHttp, GuardedWebSocket
 
 log = logging.getLogger(__name__)
 DENIED = "ASGI callable returned without completing handshake."
+FD_RESERVE = 256  # descriptors kept for everything but client connections
 
 
 class _DeniedHandshakes(logging.Filter):
@@ -33,6 +36,17 @@ class _DeniedHandshakes(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != DENIED
+
+
+def connection_cap(wanted: int) -> int:
+    """`gateway.max_connections`, or less where the process may not open that many files:
+    every connection is a descriptor, and the bus, journal and database need theirs too."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = wanted if soft == resource.RLIM_INFINITY else min(wanted, soft - FD_RESERVE)
+    if cap < wanted:
+        log.warning("gateway: at most %d connections (gateway.max_connections %d): the "
+                    "process may open %d files (ulimit -n)", cap, wanted, soft)
+    return max(cap, 1)
 
 
 def _quiet_denials() -> None:
@@ -54,8 +68,9 @@ class GatewayService(Service):
         # log_config=None: uvicorn's records go to the process's handlers (--log-format json)
         # instead of handlers of its own, which printed plain text into JSON logs
         self.server = uvicorn.Server(uvicorn.Config(
-            create_asgi(self.gateway), loop="uvloop", http="httptools", ws="websockets-sansio",
+            create_asgi(self.gateway), loop="uvloop", http=GuardedHttp, ws=GuardedWebSocket,
             ws_max_size=settings.max_ws_frame_bytes, ws_per_message_deflate=False,
+            limit_concurrency=connection_cap(settings.max_connections),
             lifespan="on", access_log=False, log_level="warning", log_config=None,
             proxy_headers=False, timeout_graceful_shutdown=2))
         _quiet_denials()
