@@ -55,7 +55,8 @@ itself has `order_id` null and is not replayed by `since`). Public:
 message after the one you had at N is replayed, in order, before live ones. If this gateway
 cannot tell (another gateway, a restart, too long ago), message N+1 is a fresh
 `position_snapshot` instead. Clients may send `{"type": "ping"}`; frames are limited in size
-(1009); a client whose queue fills up is closed with 1008 "slow consumer".
+(1009); a client whose queue fills up is closed with 1008 "slow consumer" (one that reads
+nothing for 2 s more is cut without the close frame: 1006).
 """
 MISSING_KEY = "Missing API key. Include X-API-Key header."
 INVALID_KEY = "Invalid API key"
