@@ -132,11 +132,14 @@ class GameConfig(_Section, frozen=True, kw_only=True):
     max_price: float = 1_000_000.0  # an order above this is an absurd price: INVALID_PRICE
     underlyings: tuple[UnderlyingConfig, ...] = msgspec.field(default_factory=_default_underlyings)
     roles: dict[str, RoleConfig] = msgspec.field(default_factory=_default_roles)
+    # registered teams (house teams aside): registration is open to anyone, and every team
+    # costs each leaderboard refresh and every dashboard viewer; more get TEAM_LIMIT_REACHED
+    max_teams: int = 1_000
 
     def __post_init__(self) -> None:
         if self.initial_phase not in PHASES:
             raise ValueError(f"initial_phase must be one of {PHASES}")
-        _positive(max_price=self.max_price)
+        _positive(max_price=self.max_price, max_teams=self.max_teams)
         to_ticks(self.max_price)
         if self.seed < 0:
             raise ValueError("seed must be >= 0")

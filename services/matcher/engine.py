@@ -359,10 +359,15 @@ class Engine:
             self._respond(cmd, ok=False, code="UNSUPPORTED_ROLE",
                           message=f"Unsupported role: {cmd.role}", details={"role": cmd.role})
             return
+        if self.counters["team"] >= self.game.max_teams:
+            self._respond(cmd, ok=False, code="TEAM_LIMIT_REACHED",
+                          message=f"The game is full: {self.game.max_teams} teams",
+                          details={"max_teams": self.game.max_teams})
+            return
         name = cmd.team_name
         if not 1 <= len(name) <= 50 or any(t.team_name.casefold() == name.casefold()
                                            for t in self.teams.values()):
-            code = "DUPLICATE_TEAM_NAME" if name else "INVALID_TEAM_NAME"
+            code = "DUPLICATE_TEAM_NAME" if 1 <= len(name) <= 50 else "INVALID_TEAM_NAME"
             self._respond(cmd, ok=False, code=code, message=f"Team name not available: {name!r}",
                           details={"team_name": name})
             return
