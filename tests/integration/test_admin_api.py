@@ -68,6 +68,13 @@ def test_phase_halt_and_the_kill_switch_reach_the_matcher(exchange: Exchange) ->
 
     unknown = post(exchange, "/admin/halt", {"instrument_id": "NOPE"}).json()
     assert unknown["success"] is False and unknown["error"]["code"] == "INVALID_INSTRUMENT"
+    assert post(exchange, "/admin/halt", {"instrument_id": "SPX_4600_CALL"}).json()["success"]
+    halted = team.order("buy", 1, 1.00, instrument="SPX_4600_CALL")
+    assert halted["error"]["code"] == "MARKET_CLOSED"
+    assert team.order("buy", 1, 1.00, instrument="SPX_4500_CALL")["success"]  # that one only
+    assert post(exchange, "/admin/halt", {"instrument_id": "SPX_4600_CALL",
+                                          "halted": False}).json()["success"]
+    assert team.order("buy", 1, 1.00, instrument="SPX_4600_CALL")["success"]
     bad_phase = post(exchange, "/admin/phase", {"phase": "lunch"}).json()
     assert bad_phase["error"]["code"] == "INVALID_PHASE"
     assert post(exchange, "/admin/phase", {"phase": "closed"}).json()["data"]["phase"] == "closed"

@@ -240,7 +240,16 @@ def test_news_to_everyone_and_signals_only_to_their_role(exchange: Exchange,
         assert got["event"]["impact"]["direction"] == "down"
         news = mm_ws.until(lambda m: m["type"] == "event")
         assert news["data"]["headline"] == "Fed announces emergency meeting"
-        assert all(m["type"] != "signal" for m in mm_ws.seen)
+        # Both feeds are joined now. One more signal, seen by the hedge fund (so the gateway
+        # has fanned it out), then a marker news: had the market maker been sent that signal,
+        # it would come before the marker.
+        send(private_, b"signal.hedge_fund", type="vol_forecast", seq=2,
+             signal_type="volatility_forecast", regime="low", vol=0.1)
+        hf_ws.until(lambda m: m["type"] == "signal" and m["data"]["regime"] == "low")
+        send(public, b"news", type="news", seq=2, headline="marker", direction="up",
+             magnitude=0.0, jump=False)
+        mm_ws.until(lambda m: m["type"] == "event" and m["data"]["headline"] == "marker")
+        assert [m for m in mm_ws.seen if m["type"] == "signal"] == []
     finally:
         public.close()
         private_.close()

@@ -131,7 +131,9 @@ def test_late_and_lossy_subscribers_end_with_the_publishers_state(cluster: Clust
         assert feed.seqs() == seqs
         assert feed.state() == truth
     late_stats = {s.name: s.stats for s in late.sources}
-    assert all(s["gaps"] == 0 and s["repairs"] == 0 and s["snapshots"] == 1
+    # joined by snapshot, then no gap; a snapshot answer slower than 5 heartbeats (a loaded
+    # machine) is asked for again, so one or more
+    assert all(s["gaps"] == 0 and s["repairs"] == 0 and s["snapshots"] >= 1
                for s in late_stats.values()), late_stats
     lossy_stats = {s.name: s.stats for s in lossy.sources}
     assert dropper.dropped > 100

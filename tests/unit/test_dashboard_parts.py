@@ -68,20 +68,25 @@ def test_updates_carry_only_new_regimes_and_merge_into_the_whole_list(
     its own from the first one's start; the result is always the server's whole list."""
     b = Board(make_config(Path("unused"), gateway={"regime_delay_s": float(delay)}))
     page: list[Any] = b.snapshot()["regimes"]["spans"]
+
+    def merge(page: list[Any]) -> list[Any]:
+        regimes = b.take_changes()[0].get("regimes")
+        if regimes is None:  # nothing new to tell
+            return page
+        spans = regimes["spans"]
+        assert all(end > regimes["from_s"] for _, end, _ in spans)  # nothing sent before
+        if not regimes["from_s"]:
+            return spans  # type: ignore[no-any-return]
+        return [s for s in page if s[0] < spans[0][0]] + spans if spans else page
+
     for tick, (regime, update) in enumerate(ticks):
         b.feed(*state(tick, regime))
-        if not update:
-            continue
-        regimes = b.take_changes()[0].get("regimes")
-        if regimes is None:
-            continue
-        spans = regimes["spans"]
-        if not regimes["from_s"]:
-            page = spans
-        elif spans:
-            page = [s for s in page if s[0] < spans[0][0]] + spans
-        assert page == b.regimes()["spans"]
-        assert all(end > regimes["from_s"] for _, end, _ in spans)  # nothing sent before
+        if update:
+            page = merge(page)
+            assert page == b.regimes()["spans"]
+    # and whatever was last sent, the page ends with the whole list (an update that never
+    # carried regimes would leave it empty)
+    assert merge(page) == b.regimes()["spans"]
 
 
 def test_regimes_older_than_the_charts_oldest_point_are_forgotten(

@@ -286,8 +286,9 @@ def test_realised_vol_indicator_reads_the_regime_vol() -> None:
     for _ in range(20_000):  # one more price than the window: 20 000 returns
         snapshot = indicators.update(spx.step(0.5))
     assert snapshot.realised_vol[20_000] == pytest.approx(0.5, rel=0.03)
-    with pytest.raises(ValueError):
-        indicators.update(0.0)
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="finite and > 0"):
+            indicators.update(bad)
 
 
 # --- determinism ---
