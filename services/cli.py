@@ -182,6 +182,10 @@ def _live_accounts(config: Config) -> tuple[AccountsReply, int]:
         live = client.call(AccountsQuery(), AccountsReply)
         deadline = time.monotonic() + RECOVER_WAIT_S
         stored = client.call(Ping(), Pong).records_stored
+        if stored < live.record_seq:
+            print(f"waiting up to {RECOVER_WAIT_S:g} s for the DB writers to store the "
+                  f"matcher's records up to {live.record_seq} (stored: {stored})",
+                  file=sys.stderr, flush=True)
         while stored < live.record_seq and time.monotonic() < deadline:
             time.sleep(0.1)
             stored = client.call(Ping(), Pong).records_stored

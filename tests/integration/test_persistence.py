@@ -406,9 +406,13 @@ def test_recover_check_waits_for_a_writer_that_stores_an_earlier_batch_last(
         check = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "recover", "--check", "--config",
              str(processes.path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(2)
+        assert check.stdout is not None
+        said = ""  # the check has read the matcher's state and waits: only now resume
+        while "waiting up to" not in said and (line := check.stdout.readline()):
+            said += line
+        assert "waiting up to" in said, said
         paused.send_signal(signal.SIGCONT)
-        out, _ = check.communicate(timeout=60)
+        out = said + check.communicate(timeout=60)[0]
         assert check.returncode == 0, out
         assert "teams match the matcher" in out
     finally:
