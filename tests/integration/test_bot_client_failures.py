@@ -1,11 +1,13 @@
 """The bot client library where the network or the bot itself fails: answers lost after the
 exchange acted, a second stream of the same team, a close during the handshake, a handler
-that raises. Real gateway and matcher; lost answers are made by a transport that really sends
-the request and then drops (or rewrites) what comes back."""
+that raises; the client's retries, resends and rate gate against the exchange's real answers
+and refusals. Real gateway and matcher; faults are made by a transport that really sends the
+request and then drops (or rewrites) what comes back, or fails to connect."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any
@@ -19,51 +21,74 @@ from bots.client import Client
 from tests.conftest import wait_for
 from tests.integration.gw import Exchange, running
 
+# A role the client has no limits for (not in bots.api.ROLE_LIMITS): it learns them from the
+# exchange's refusals. 3 orders/s; 4 contracts per option, resting orders counted.
+SLOW = {"maker_fee_cents": 2, "taker_fee_cents": -1, "position_limit": 4,
+        "total_position_limit": 200, "max_order_size": 10, "max_orders_per_s": 3,
+        "position_limit_code": "MM_POS_LIMIT"}
+PROCESSING_TIMEOUT = {"success": False, "request_id": "req_1", "order_id": None, "data": None,
+                      "error": {"code": "PROCESSING_TIMEOUT", "message": "no answer",
+                                "details": {}}, "timestamp": ""}
+FAST = Retry(base_s=0.001, max_s=0.002)
+
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    with running(tmp_path_factory.mktemp("bot-failures") / "data") as ex:
+    with running(tmp_path_factory.mktemp("bot-failures") / "data",
+                 game={"roles": {"slow_maker": SLOW}}) as ex:
         yield ex
 
 
-class LoseAnswers(httpx.BaseTransport):
-    """Every request is really sent; the first answer of the armed kind is then lost (a read
-    timeout), and later attempts cannot connect (a gateway restarting)."""
+PASS, REFUSED, LOST, TIMEOUT = "pass", "refused", "lost", "timeout"
 
-    def __init__(self, rewrite: dict[str, Any] | None = None, then_answer: bool = False) -> None:
+
+class Faults(httpx.BaseTransport):
+    """A real transport with a fault scripted for each request: a request takes the next step
+    of the script, and `then` once the script has run out. PASS: sent and answered for real.
+    REFUSED: cannot connect, nothing is sent (a gateway restarting). LOST: really sent, then
+    its answer is lost (a read timeout). TIMEOUT: really sent, then its answer is replaced by a
+    PROCESSING_TIMEOUT envelope (what the gateway says when the matcher is slow to answer)."""
+
+    def __init__(self) -> None:
         self.real = httpx.HTTPTransport()
-        self.rewrite = rewrite  # instead of losing the first answer, replace its body
-        self.then_answer = then_answer  # later attempts get through (a brief hiccup)
-        self.armed = False
-        self.seen = 0
+        self.script()
+
+    def script(self, *steps: str, then: str = PASS) -> None:
+        """Start a script; what is recorded is from here on."""
+        self.steps, self.then = list(steps), then
+        self.attempts: list[Any] = []  # every request's JSON body (None: none), sent or not
+        self.sent: list[Any] = []  # those that really reached the exchange
+        self.answers: list[Any] = []  # the exchange's real answers, lost or replaced ones too
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if not self.armed:
-            return self.real.handle_request(request)
-        self.seen += 1
-        if self.seen > 1 and self.then_answer:
-            return self.real.handle_request(request)
-        if self.seen > 1:
+        step = self.steps.pop(0) if self.steps else self.then
+        body = json.loads(request.read() or b"null")
+        self.attempts.append(body)
+        if step == REFUSED:
             raise httpx.ConnectError("gateway restarting", request=request)
+        self.sent.append(body)
         answer = self.real.handle_request(request)
         answer.read()
-        if self.rewrite is not None:
-            return httpx.Response(200, json=self.rewrite)
-        raise httpx.ReadTimeout("answer lost", request=request)
+        self.answers.append(json.loads(answer.content or b"null"))
+        if step == LOST:
+            raise httpx.ReadTimeout("answer lost", request=request)
+        if step == TIMEOUT:
+            return httpx.Response(200, json=PROCESSING_TIMEOUT)
+        return answer
 
 
 def test_an_order_whose_answer_was_lost_stays_an_unknown_outcome(exchange: Exchange) -> None:
-    lossy = LoseAnswers()
-    client = Client(exchange.base, http=httpx.Client(transport=lossy),
+    faults = Faults()
+    client = Client(exchange.base, http=httpx.Client(transport=faults),
                     retry=Retry(attempts=3, base_s=0.01))
     try:
         client.register("lost-answer", "hedge_fund")
-        lossy.armed = True
+        faults.script(LOST, then=REFUSED)
         reply = client.place("SPX_4200_PUT", "buy", 5, 0.25)
         assert not reply.ok and reply.error is not None
         assert reply.error.code == UNKNOWN_OUTCOME  # was UNREACHABLE: the last attempt's word
-        assert client.counters["unknown_outcomes"] == 1 and lossy.seen == 3
-        lossy.armed = False
+        assert client.counters["unknown_outcomes"] == 1 and len(faults.attempts) == 3
+        faults.script()
         assert [o.client_order_id for o in client.open_orders()] == [reply.client_order_id]
     finally:
         client.close()
@@ -73,18 +98,17 @@ def test_a_cancel_resent_after_a_lost_answer_does_not_report_a_plain_failure(
         exchange: Exchange) -> None:
     """The first DELETE cancels, its answer is lost; the resend finds no order. That said
     CANCEL_FAILED, as if the order had filled: the cancel's outcome is unknown to the bot."""
-    lossy = LoseAnswers(then_answer=True)
-    client = Client(exchange.base, http=httpx.Client(transport=lossy),
+    faults = Faults()
+    client = Client(exchange.base, http=httpx.Client(transport=faults),
                     retry=Retry(attempts=3, base_s=0.01))
     try:
         client.register("lost-cancel", "hedge_fund")
         placed = client.place("SPX_4200_PUT", "buy", 5, 0.25)
         assert placed.ok and placed.order_id is not None
-        lossy.armed = True
+        faults.script(LOST)
         reply = client.cancel(placed.order_id)
-        assert lossy.seen == 2 and reply.attempts == 2
+        assert len(faults.attempts) == 2 and reply.attempts == 2
         assert not reply.ok and reply.code == UNKNOWN_OUTCOME
-        lossy.armed = False
         assert client.open_orders() == []  # it was the first attempt that cancelled it
         again = client.cancel(placed.order_id)  # no resend: the plain answer
         assert again.code == "CANCEL_FAILED" and again.attempts == 1
@@ -93,13 +117,13 @@ def test_a_cancel_resent_after_a_lost_answer_does_not_report_a_plain_failure(
 
 
 def test_an_order_sent_again_waits_for_the_rate_gate_each_time(exchange: Exchange) -> None:
-    lossy = LoseAnswers(then_answer=True)
-    client = Client(exchange.base, http=httpx.Client(transport=lossy),
+    faults = Faults()
+    client = Client(exchange.base, http=httpx.Client(transport=faults),
                     retry=Retry(attempts=3, base_s=0.01))
     try:
         client.register("gated-resend", "hedge_fund")
         client.gate.limit = 1
-        lossy.armed = True
+        faults.script(LOST)
         started = time.monotonic()
         reply = client.place("SPX_4200_PUT", "buy", 5, 0.25)
         assert reply.ok and reply.attempts == 2
@@ -109,21 +133,96 @@ def test_an_order_sent_again_waits_for_the_rate_gate_each_time(exchange: Exchang
 
 
 def test_a_registration_whose_answer_was_lost_is_not_sent_again(exchange: Exchange) -> None:
-    timeout = {"success": False, "request_id": "req_1", "order_id": None, "data": None,
-               "error": {"code": "PROCESSING_TIMEOUT", "message": "no answer", "details": {}},
-               "timestamp": ""}
-    lossy = LoseAnswers(rewrite=timeout)
-    client = Client(exchange.base, http=httpx.Client(transport=lossy))
+    faults = Faults()
+    client = Client(exchange.base, http=httpx.Client(transport=faults))
     try:
-        lossy.armed = True
+        faults.script(TIMEOUT, then=REFUSED)
         with pytest.raises(ApiError) as refused:
             client.register("slow-register", "hedge_fund")
-        assert refused.value.code == UNKNOWN_OUTCOME and lossy.seen == 1  # not resent
+        assert refused.value.code == UNKNOWN_OUTCOME and len(faults.attempts) == 1  # not resent
     finally:
         client.close()
     again = exchange.http.post("/game/teams/register",
                                json={"team_name": "slow-register", "role": "hedge_fund"})
     assert again.json()["error"]["code"] == "DUPLICATE_TEAM_NAME"  # the first one did register
+
+
+def test_an_order_is_resent_only_with_the_same_client_order_id(exchange: Exchange) -> None:
+    """Not sent, answer lost, PROCESSING_TIMEOUT, answered: four attempts of one body, which the
+    exchange takes as one order (a repeat of a client_order_id gets the original answer)."""
+    faults = Faults()
+    client = Client(exchange.base, http=httpx.Client(transport=faults), retry=FAST)
+    try:
+        client.register("resent-order", "hedge_fund")
+        faults.script(REFUSED, LOST, TIMEOUT)
+        r = client.place("SPX_4500_CALL", "buy", 1, 1.0)
+        assert r.ok and r.attempts == 4 and len(faults.sent) == 3
+        bodies = faults.attempts
+        assert len({b["client_order_id"] for b in bodies}) == 1 == len(
+            {json.dumps(b) for b in bodies})
+        assert {a["order_id"] for a in faults.answers} == {r.order_id}  # the same order
+        faults.script()
+        orders = client.open_orders()
+        assert [(o.order_id, o.client_order_id, o.remaining_quantity) for o in orders] == [
+            (r.order_id, r.client_order_id, 1)]
+    finally:
+        client.close()
+
+
+def test_rate_limit_is_waited_out_and_refusals_are_final(exchange: Exchange) -> None:
+    """The exchange's own refusals: RATE_LIMIT_EXCEEDED is waited out, resent once and teaches
+    the gate the limit; a position-limit refusal and a 422 are final, sent once each."""
+    faults = Faults()
+    client = Client(exchange.base, http=httpx.Client(transport=faults), retry=FAST)
+    try:
+        client.register("rate-limited", "slow_maker")
+        assert client.gate.limit is None  # a role the client has no limits for
+        faults.script()
+        placed = [client.place("SPX_4500_CALL", "buy", 1, 0.05) for _ in range(4)]
+        assert [p.ok for p in placed] == [True] * 4
+        assert [p.attempts for p in placed] == [1, 1, 1, 2]  # the 4th: refused, then resent
+        assert faults.answers[3]["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+        assert faults.sent[3] == faults.sent[4]  # resent as it was
+        assert client.gate.limit == 3 and client.counters["rate_limited"] == 1
+        limit = client.place("SPX_4500_CALL", "buy", 1, 0.05)
+        assert limit.code == "MM_POS_LIMIT" and limit.error is not None
+        assert limit.error.details["limit"] == 4 and limit.attempts == 1
+        schema = client.place("SPX_4500_CALL", "buy", 1, 0.05, client_order_id="x" * 65)
+        assert schema.code == "VALIDATION_ERROR" and schema.error is not None
+        assert schema.error.status == 422 and "client_order_id" in schema.error.message
+        coids = [b["client_order_id"] for b in faults.sent]
+        assert len(coids) == 7  # neither refusal was sent twice
+        assert coids.count(limit.client_order_id) == 1 == coids.count("x" * 65)
+        assert client.counters["rate_limited"] == 1  # the gate kept every later one under it
+        faults.script()
+        assert sorted(o.client_order_id or "" for o in client.open_orders()) == sorted(
+            p.client_order_id or "" for p in placed)
+    finally:
+        client.close()
+
+
+def test_gives_up_with_an_unknown_outcome_and_never_resends_a_registration(
+        exchange: Exchange) -> None:
+    faults = Faults()
+    client = Client(exchange.base, http=httpx.Client(transport=faults),
+                    retry=Retry(attempts=2, base_s=0.001))
+    try:
+        client.register("unknown-outcome", "hedge_fund")
+        faults.script(LOST, LOST)  # then answered: a third attempt would go through
+        r = client.place("SPX_4500_CALL", "buy", 1, 1.0)
+        assert r.code == UNKNOWN_OUTCOME and r.attempts == 2 and len(faults.sent) == 2
+        assert client.counters["unknown_outcomes"] == 1
+        faults.script()
+        assert [o.client_order_id for o in client.open_orders()] == [r.client_order_id]
+        faults.script(LOST)  # a resend would be answered, DUPLICATE_TEAM_NAME
+        with pytest.raises(ApiError) as err:
+            client.register("unknown-register", "hedge_fund")
+        assert err.value.code == UNKNOWN_OUTCOME and len(faults.attempts) == 1
+    finally:
+        client.close()
+    again = exchange.http.post("/game/teams/register",
+                               json={"team_name": "unknown-register", "role": "hedge_fund"})
+    assert again.json()["error"]["code"] == "DUPLICATE_TEAM_NAME"  # the lost one registered
 
 
 def test_a_stream_replaced_by_a_newer_one_of_its_team_stops(exchange: Exchange) -> None:

@@ -1,19 +1,15 @@
-"""The client library's rules without a server: sequence tracking, the rate gate, retries
-(through httpx's MockTransport, so requests and answers are real HTTP objects)."""
+"""The client library's rules without a server: sequence tracking, the rate gate, retry
+delays, order ids, bodies and replies. Retries and refusals against a real exchange are in
+tests/integration/test_bot_client_failures.py."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable
-from typing import Any
 
-import httpx
 import pytest
 
 from bots.aclient import AsyncClient
 from bots.api import (
-    UNKNOWN_OUTCOME,
     ApiError,
     OrderIds,
     RateGate,
@@ -25,8 +21,6 @@ from bots.api import (
     ws_url,
 )
 from bots.client import Client
-
-FAST = Retry(base_s=0.001, max_s=0.002)
 
 
 def msg(seq: int, kind: str = "market_data") -> WsMessage:
@@ -121,67 +115,3 @@ def test_ids_bodies_and_replies() -> None:
                "error": {"code": "MM_POS_LIMIT", "message": "Position exceeds", "details": {}}}
     assert order_reply(refused, "x-2", 1).code == "MM_POS_LIMIT"
     assert ws_url("https://h:1/", "k") == "wss://h:1/ws?api_key=k"
-
-
-def envelope(**kw: Any) -> dict[str, Any]:
-    return {"success": True, "request_id": "r", "order_id": None, "data": None, "error": None,
-            "timestamp": "t", **kw}
-
-
-def failure(code: str, **details: Any) -> dict[str, Any]:
-    return envelope(success=False, error={"code": code, "message": code, "details": details})
-
-
-def client(answers: list[Callable[[httpx.Request], httpx.Response]],
-           seen: list[dict[str, Any]]) -> Client:
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(json.loads(request.content or b"null"))
-        return answers.pop(0)(request)
-    http = httpx.Client(transport=httpx.MockTransport(handle))
-    return Client("http://exchange", "itg_key", retry=FAST, http=http)
-
-
-def reply(body: dict[str, Any], status: int = 200) -> Callable[[httpx.Request], httpx.Response]:
-    return lambda request: httpx.Response(status, json=body)
-
-
-def lost(request: httpx.Request) -> httpx.Response:
-    raise httpx.ReadTimeout("no answer", request=request)
-
-
-def refused(request: httpx.Request) -> httpx.Response:
-    raise httpx.ConnectError("refused", request=request)
-
-
-def test_an_order_is_resent_only_with_the_same_client_order_id() -> None:
-    seen: list[dict[str, Any]] = []
-    c = client([refused, lost, reply(failure("PROCESSING_TIMEOUT")), reply(envelope(
-        order_id="ORD_9", data={"status": "new", "filled_quantity": 0}))], seen)
-    r = c.place("SPX_4500_CALL", "buy", 1, 1.0)
-    assert r.ok and r.order_id == "ORD_9" and r.attempts == 4
-    assert len({s["client_order_id"] for s in seen}) == 1 == len({json.dumps(s) for s in seen})
-
-
-def test_rate_limit_is_waited_out_and_refusals_are_final() -> None:
-    seen: list[dict[str, Any]] = []
-    c = client([reply(failure("RATE_LIMIT_EXCEEDED", limit=5, retry_after_s=0.0)),
-                reply(envelope(order_id="ORD_1")), reply(failure("MM_POS_LIMIT", limit=50)),
-                reply({"detail": [{"loc": ["body", "quantity"]}]}, 422)], seen)
-    assert c.place("SPY", "sell", 1, 440.0).ok and c.gate.limit == 5
-    assert c.counters["rate_limited"] == 1
-    limit = c.place("SPY", "sell", 1, 440.0)
-    assert limit.code == "MM_POS_LIMIT" and limit.error and limit.error.details["limit"] == 50
-    assert c.place("SPY", "sell", 1, 440.0).code == "VALIDATION_ERROR"
-    assert len(seen) == 4  # neither refusal was sent twice
-
-
-def test_gives_up_with_an_unknown_outcome_and_never_resends_a_registration() -> None:
-    seen: list[dict[str, Any]] = []
-    c = client([lost] * 3, seen)
-    c.retry = Retry(attempts=2, base_s=0.001)
-    r = c.place("SPY", "buy", 1, 1.0)
-    assert r.code == UNKNOWN_OUTCOME and r.attempts == 2
-    assert c.counters["unknown_outcomes"] == 1
-    with pytest.raises(ApiError) as err:
-        c.register("team", "hedge_fund")
-    assert err.value.code == UNKNOWN_OUTCOME and len(seen) == 3
