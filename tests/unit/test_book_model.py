@@ -213,7 +213,7 @@ class Model:
             out.cancels.append((order.order_id, unfilled, "market_remainder"))
             order.cancelled += unfilled
             order.remaining = 0
-            out.result = ("cancelled", order.filled, unfilled, order.notional)
+            out.result = ("cancelled", order.filled, 0, order.notional)  # nothing left working
         else:
             if unfilled:
                 self.resting.append(order)
