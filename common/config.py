@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from common.market_settings import EventsSettings, SimulatorSettings
 from common.money import TICKS_PER_UNIT, to_ticks
@@ -443,15 +445,26 @@ def load_config(
         raise ConfigError(f"config: {exc}") from exc
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
-
-
 def describe(config: Config) -> str:
     """One log line with the effective config, secrets (admin key, database password)
     redacted: logged once at start."""
     if config.gateway.admin_key:
         config = msgspec.structs.replace(config, gateway=msgspec.structs.replace(
             config.gateway, admin_key="<redacted-admin-key>"))
-    url = _URL_PASSWORD.sub(r"\1<redacted-password>@", config.db.url)
+    url = _redacted_url(config.db.url)
     config = msgspec.structs.replace(config, db=msgspec.structs.replace(config.db, url=url))
     return msgspec.json.encode(config).decode()
+
+
+def _redacted_url(url: str) -> str:
+    """The URL with its password hidden, as SQLAlchemy reads it (in the authority, or as a
+    `password` query parameter, which psycopg takes too)."""
+    if not url:
+        return url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "<redacted: not a URL>"
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "redacted"})
+    return parsed.render_as_string(hide_password=True)

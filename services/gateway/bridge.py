@@ -103,6 +103,13 @@ class Bridge:
     # --- life cycle (on the loop's thread) ---
 
     def open(self) -> None:
+        try:
+            self._open()
+        except BaseException:
+            self.close()  # the sockets made so far: an open one would hang the context's term
+            raise
+
+    def _open(self) -> None:
         self._loop = asyncio.get_running_loop()
         # immediate: a command is never held for a matcher that is not there (down, not yet
         # started): it would run whenever one came, long after its client was told "timeout"
@@ -125,7 +132,7 @@ class Bridge:
 
     def close(self) -> None:
         loop = self._loop
-        if self._sockets:
+        if hasattr(self, "_monitor"):
             with contextlib.suppress(zmq.ZMQError):
                 self.private.disable_monitor()
         for sock in self._sockets:

@@ -60,6 +60,7 @@ class Gateway:
         self.private_taps: list[Sink] = []  # and of every exec.<team> frame
         self.reissue_taps: list[Callable[[str], None]] = []  # and of every team's key reissue
         self.matcher_ready = asyncio.Event()
+        self.start_error: Exception | None = None
         self.md_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -70,7 +71,11 @@ class Gateway:
         self.bridge.on_private = self._on_private
         self.bridge.on_public = self._on_public
         self.bridge.on_key_reissued = self._key_reissued
-        self.bridge.open()
+        try:
+            self.bridge.open()
+        except Exception as exc:  # uvicorn reports a failed start-up only as an exit status
+            self.start_error = exc
+            raise
         self._tasks = [self.loop.create_task(self.bridge.keep_joined()),
                        self.loop.create_task(self._sync()),
                        self.loop.create_task(self.hub.market_data_loop())]

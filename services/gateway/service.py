@@ -70,7 +70,9 @@ class GatewayService(Service):
         self.server = uvicorn.Server(uvicorn.Config(
             create_asgi(self.gateway), loop="uvloop", http=GuardedHttp, ws=GuardedWebSocket,
             ws_max_size=settings.max_ws_frame_bytes, ws_per_message_deflate=False,
-            limit_concurrency=connection_cap(settings.max_connections),
+            # uvicorn refuses a request once connections reach this, its own included; the
+            # guard refuses a connection there: up to the cap, all are served
+            limit_concurrency=connection_cap(settings.max_connections) + 1,
             lifespan="on", access_log=False, log_level="warning", log_config=None,
             proxy_headers=False, timeout_graceful_shutdown=2))
         _quiet_denials()
@@ -90,6 +92,8 @@ class GatewayService(Service):
     def _wait_started(self, deadline: float) -> None:
         while not self.server.started:
             if not self._thread.is_alive():
+                if self.gateway.start_error is not None:  # an address that cannot be used
+                    raise self.gateway.start_error
                 raise RuntimeError(f"gateway HTTP server did not start: {self._failed!r}")
             if time.monotonic() > deadline:
                 raise RuntimeError("gateway HTTP server did not start in time")

@@ -247,6 +247,20 @@ def test_a_service_that_cannot_bind_its_bus_port_exits_saying_which_setting(
     assert f'"tcp_base_port":{base}' in done.stderr  # the effective config, logged at start
 
 
+def test_a_gateway_that_cannot_connect_a_bus_address_exits_too(short_dir: Path) -> None:
+    """Its first sockets stayed open after a later one failed (an ipc path too long for
+    matcher_private.sock, not for commands.sock), and the process hung in the same way."""
+    run = short_dir / ("r" * (92 - len(str(short_dir)) - 1))
+    config = short_dir / "c.toml"
+    config.write_text(f'[bus]\ntransport = "ipc"\nipc_dir = "{run}"\n[gateway]\nport = 0\n')
+    done = subprocess.run([sys.executable, "-m", "services.cli", "service", "gateway",
+                           "--config", str(config), "--data-dir", str(short_dir / "d")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "cannot connect to ipc://" in done.stderr
+    assert "(channel matcher_private)" in done.stderr
+
+
 def test_cluster_commands_find_the_data_dir_in_the_environment(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

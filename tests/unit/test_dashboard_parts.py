@@ -253,9 +253,11 @@ def test_market_maker_figures_quoted_share_and_edge(config: Config) -> None:
 def test_the_admin_key_is_checked_at_load_and_never_logged(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="admin_key"):
         make_config(tmp_path, gateway={"admin_key": "too-short"})
-    config = make_config(tmp_path, gateway={"admin_key": "k" * 24}, db={
-        "url": "postgresql+psycopg://itg:pa:ss%40word@db:5432/itg"})
+    config = make_config(tmp_path, gateway={"admin_key": "k" * 24})
     logged = describe(config)
     assert "k" * 24 not in logged and "<redacted-admin-key>" in logged
-    assert "ss%40word" not in logged
-    assert "postgresql+psycopg://itg:<redacted-password>@db:5432/itg" in logged
+    for url in ("postgresql+psycopg://itg:pa:ss%40w/rd@db:5432/itg",
+                "postgresql+psycopg://itg@db/itg?password=pa/ss%40w:rd"):
+        logged = describe(make_config(tmp_path, db={"url": url}))
+        assert not any(piece in logged for piece in ("pa:ss", "pa/ss", "w/rd", "w:rd", "%40"))
+        assert "psycopg://itg:***@db:5432/itg" in logged or "itg?password=redacted" in logged
