@@ -3,11 +3,11 @@
 P&L = cash (fees included) + sum of position x mark x multiplier, all in integer cents until
 the rows are shaped for display. Marks: the simulator's fair value for an option, the published
 price for an underlying, else the last trade; a position with no mark at all is counted at 0
-and reported in `unmarked`. Accounts come from the matcher (one AccountQuery per team per
-refresh); the per-role figures of GAME.md are measured by this gateway from the moment it
-started: the market maker's quoted share (two-sided quotes over the option chain, sampled at
-each refresh) and edge captured (fills against the fair value at fill time), the hedge fund's
-portfolio delta, the arbitrage desk's SPX/SPY dollar balance.
+and reported in `unmarked`. Accounts come from the matcher (one AccountsQuery per refresh,
+every team at one point of its state); the per-role figures of GAME.md are measured by this
+gateway from the moment it started: the market maker's quoted share (two-sided quotes over the
+option chain, sampled at each refresh) and edge captured (fills against the fair value at fill
+time), the hedge fund's portfolio delta, the arbitrage desk's SPX/SPY dollar balance.
 """
 
 from __future__ import annotations
