@@ -451,14 +451,14 @@ def describe(config: Config) -> str:
     if config.gateway.admin_key:
         config = msgspec.structs.replace(config, gateway=msgspec.structs.replace(
             config.gateway, admin_key="<redacted-admin-key>"))
-    url = _redacted_url(config.db.url)
+    url = redacted_url(config.db.url)
     config = msgspec.structs.replace(config, db=msgspec.structs.replace(config.db, url=url))
     return msgspec.json.encode(config).decode()
 
 
-def _redacted_url(url: str) -> str:
-    """The URL with its password hidden, as SQLAlchemy reads it (in the authority, or as a
-    `password` query parameter, which psycopg takes too)."""
+def redacted_url(url: str) -> str:
+    """A database URL to show (logs, errors, /health): its password hidden, as SQLAlchemy
+    reads it (in the authority, or as a `password` query parameter, which psycopg takes too)."""
     if not url:
         return url
     try:

@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from common.config import SERVICES, Config, ConfigError, load_config
+from common.config import SERVICES, Config, ConfigError, load_config, redacted_url
 from common.transport import CHANNELS, ipc_dir
 from services.dbwriter.engine import make_sqlite_dir
 from services.launcher import ClusterError
@@ -190,7 +190,7 @@ def check_database(config: Config) -> None:
 
 
 def _db_label(config: Config) -> str:
-    return make_url(config.db_url).render_as_string(hide_password=True)
+    return redacted_url(config.db_url)
 
 
 def _gateway_url(config: Config) -> str:

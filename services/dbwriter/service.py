@@ -8,9 +8,9 @@ import time
 from functools import partial
 
 import zmq
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from common.config import redacted_url
 from common.messages import DecodeError
 from common.records import BatchAck, RecordBatch, decode_frame, encode_frame
 from common.service import Context, Service, Socket
@@ -58,8 +58,7 @@ class DbWriterService(Service):
                 log.warning("dbwriter: database unreachable (%s); trying again every %g s",
                             cause, RETRY_S)
             return
-        log.info("dbwriter: storing to %s",
-                 make_url(self.config.db_url).render_as_string(hide_password=True))
+        log.info("dbwriter: storing to %s", redacted_url(self.config.db_url))
         for stream, (records, acks) in PERSIST_CHANNELS.items():
             inbox = self.socket(self._ctx_for_inboxes, records, bind=False)
             self._acks[stream] = self.socket(self._ctx_for_inboxes, acks, bind=False)

@@ -16,9 +16,9 @@ import logging
 import time
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from common.config import redacted_url
 from common.dbread import read_only_engine
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ MAX_STEP = 10_000_000
 class DbWatch:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.label = make_url(url).render_as_string(hide_password=True)
+        self.label = redacted_url(url)
         self.committed: dict[str, int] = {}  # stream -> committed last_seq
         self.newest_ns: dict[str, int] = {}  # stream -> ts_ns of the record at last_seq
         # records stored since this gateway first saw the stream: a counter that stays exact
