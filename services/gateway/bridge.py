@@ -170,11 +170,7 @@ class Bridge:
         req_id = cmd.req_id = f"{next(self._ids):x}"
         cmd.gw = self.gw_id
         payload = encode(cmd)
-        try:
-            if not self.joined.is_set():
-                raise zmq.Again
-            send_frame(self.push, b"cmd", payload, _NOBLOCK)
-        except zmq.Again:  # nothing was sent
+        if not self._try_send(payload):
             await self._send_later(payload, deadline)
         fut: asyncio.Future[Response] = loop.create_future()
         self._pending[req_id] = fut
@@ -184,10 +180,21 @@ class Bridge:
         finally:
             timer.cancel()
 
+    def _try_send(self, payload: bytes) -> bool:
+        """Hand a command to the matcher if the private feed is proven joined to it; False if
+        nothing was sent (not joined, no matcher connected to the PUSH, or its queue full)."""
+        if not self.joined.is_set():
+            return False
+        try:
+            send_frame(self.push, b"cmd", payload, _NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
     async def _send_later(self, payload: bytes, deadline: float) -> None:
-        """Hand a command to the matcher once the private feed is proven joined to it and the
-        PUSH is connected to it (each reconnects on its own after a matcher restart), or the
-        queue has room again; BusUnavailable if not by the deadline."""
+        """Send once the private feed is proven joined and the PUSH connected (each reconnects
+        on its own after a matcher restart), or the queue has room again; BusUnavailable if
+        not by the deadline."""
         assert self._loop is not None
         while (left := deadline - self._loop.time()) > 0:
             if self.joined.is_set():
@@ -195,12 +202,8 @@ class Bridge:
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.joined.wait(), left)
-            if self.joined.is_set():
-                try:
-                    send_frame(self.push, b"cmd", payload, _NOBLOCK)
-                    return
-                except zmq.Again:
-                    continue
+            if self._try_send(payload):
+                return
         raise BusUnavailable("the matcher is not reachable")
 
     def _expire(self, req_id: str) -> None:

@@ -2,11 +2,10 @@
 
 uvicorn bounds none of these, and each one, from a single client with no key, took a gateway
 down (and, in `itg up`, the whole exchange with it):
-- connections: fewer than `limit_concurrency` open at once, HTTP and WebSocket together (uvicorn
-  refuses a request once connections reach it, its own included); the gateway keeps it below
-  the process's file-descriptor limit. Idle sockets used up the
-  descriptors and the matcher, in the same process, died writing a snapshot. One over the cap
-  is answered 503 and closed.
+- connections: fewer than `limit_concurrency` open at once, HTTP and WebSocket together
+  (uvicorn refuses a request once connections reach it, its own included); the gateway keeps
+  it below the process's file-descriptor limit. Idle sockets used up the descriptors, and the
+  matcher, in the same process, died writing a snapshot. One over the cap gets 503, closed.
 - idle or trickling: a request head (the first: from the connection's start) must be whole
   within HEAD_TIMEOUT_S, or the connection is closed (uvicorn times out only the wait between
   requests, and stops at the first byte).
