@@ -336,7 +336,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith("ITG_") or name == "ITG_CONFIG":
             continue
         path = name[4:].lower().split("__")
-        if _setting(path) is None:
+        setting = _setting(path)
+        if setting is None:
             raise ConfigError(f"{name}: no such setting ({'.'.join(path)}); a setting's "
                               "variable is ITG_ and its path with __ between the parts, e.g. "
                               "ITG_GATEWAY__PORT")
@@ -347,7 +348,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
                 table = "ITG_" + "__".join(path[:depth]).upper()
                 raise ConfigError(f"{name}: {table} is also set, to a value, not a table")
         value = _parse_literal(raw)
-        node[path[-1]] = value if isinstance(value, str) or not _is_text(path) else raw
+        node[path[-1]] = value if isinstance(value, str) or not _is_text(setting) else raw
     return tree
 
 
@@ -358,10 +359,9 @@ def _parse_literal(raw: str) -> Any:
         return raw
 
 
-def _is_text(path: list[str]) -> bool:
-    """Whether the setting at `path` takes text, so that a value that reads as a number is
+def _is_text(info: msgspec.inspect.Type) -> bool:
+    """Whether a setting of this type takes text, so that a value that reads as a number is
     kept as written (an all-digit admin key or gateway id was refused: "expected str")."""
-    info = _setting(path)
     kinds = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
     return any(isinstance(kind, msgspec.inspect.StrType) for kind in kinds)
 
