@@ -192,7 +192,6 @@ class AsyncClient:
 
     async def _wait_gate(self) -> None:
         while (wait := self.gate.delay(time.monotonic())) > 0:
-            self.gate.waited_s += wait
             await asyncio.sleep(wait)
         self.gate.take(time.monotonic())
 

@@ -294,7 +294,6 @@ class RateGate:
         self.limit = limit
         self.span = window_s + margin_s
         self.sent: deque[float] = deque()
-        self.waited_s = 0.0
 
     def delay(self, now: float) -> float:
         """Seconds until one more order may go; 0 when it may go now."""

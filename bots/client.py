@@ -220,7 +220,6 @@ class Client:
 
     def _wait_gate(self) -> None:
         while (wait := self.gate.delay(time.monotonic())) > 0:
-            self.gate.waited_s += wait
             time.sleep(wait)
         self.gate.take(time.monotonic())
 

@@ -176,6 +176,9 @@ class MatcherConfig(_Section, frozen=True, kw_only=True):
     max_batch: int = 1000  # commands per journal group commit
     fsync: bool = True  # False only for throwaway benchmarks: acks then survive no power cut
     replay_ring: int = 10_000  # events kept per team topic for replay (minutes of trading)
+    # events kept over all team (and gateway response) topics, 400-800 bytes each: with more
+    # teams than it holds replay_rings of, each keeps a halved share (never under 100)
+    replay_total: int = 2_000_000
     md_replay_ring: int = 5_000  # events kept per public topic
     snapshots_kept: int = 2
     # True: every journal segment is kept (the game's full command log, for audit or an offline
@@ -185,6 +188,7 @@ class MatcherConfig(_Section, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         _positive(snapshot_interval_s=self.snapshot_interval_s, max_batch=self.max_batch,
                   replay_ring=self.replay_ring, md_replay_ring=self.md_replay_ring,
+                  replay_total=self.replay_total,
                   snapshots_kept=self.snapshots_kept)
 
 
@@ -232,7 +236,10 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
     ws_close_timeout_s: float = 2.0  # a dropped slow client gets this long to take its close
     md_interval_s: float = 0.05  # market_data is conflated: at most one per instrument per interval
     session_ttl_s: float = 300.0  # a disconnected team can resume with ?since=N for this long
-    session_window: int = 100_000  # private messages remembered per session for ?since=N
+    # private messages remembered per session for ?since=N: as many as the matcher's replay
+    # ring keeps per team (matcher.replay_ring), beyond which a resume cannot be replayed
+    # anyway; 16 bytes each (100,000 was 1.6 GB at game.max_teams)
+    session_window: int = 10_000
     rate_limit: bool = True  # per-team order rate checked here too, before the matcher
     max_requests_per_s: int = 50  # per team: cancels, account, book and history reads
     auth_cache_size: int = 100_000

@@ -165,11 +165,11 @@ class RecordLink:
         self._out = service.socket(ctx, records, bind=True)
         self._acks = service.socket(ctx, acks, bind=True)
         self._service = service
-        # Producers that number their records afresh (simulator, events) start past anything
-        # a previous run of theirs numbered: writers insert idempotently on (stream, seq) and
-        # would silently keep an old row for a reused seq. Nanoseconds since the epoch grow
-        # faster than any producer numbers records (and fit a BIGINT for centuries); within a
-        # run the numbers stay gap-free.
+        # For a producer that numbers its records afresh each run (the events service; the
+        # simulator numbers by game and tick): start past anything a previous run numbered, as
+        # writers insert idempotently on (stream, seq) and would silently keep an old row for a
+        # reused seq. Nanoseconds since the epoch grow faster than any producer numbers records
+        # (and fit a BIGINT for centuries); within a run the numbers stay gap-free.
         self.last_seq = time.time_ns()
         service.on_readable(self._acks, self._take_acks)
 
@@ -191,9 +191,9 @@ class RecordLink:
 
     def flush(self, timeout_s: float = FLUSH_S) -> int:
         """At a clean stop: every waiting record to the writers, then up to `timeout_s` for
-        their acknowledgements (stopped first, producers find the writers still running). The
-        simulator and events number afresh when they start again, so what a stop leaves here
-        is never stored. Returns the records left unacknowledged."""
+        their acknowledgements (stopped first, producers find the writers still running). What
+        a stop leaves here is never stored: the simulator goes on from the tick it stopped at,
+        and the events service numbers afresh. Returns the records left unacknowledged."""
         outbox = self.outbox
         outbox.close_open()
         deadline = time.monotonic() + timeout_s

@@ -152,10 +152,10 @@ class Service:
         try:
             msg = decode(payload)
         except DecodeError as exc:
-            self._bad("malformed", str(exc))
+            self.count_bad("malformed", str(exc))
             return None
         if not isinstance(msg, kind):
-            self._bad("unexpected", type(msg).__name__)
+            self.count_bad("unexpected", type(msg).__name__)
             return None
         return msg
 
@@ -165,19 +165,16 @@ class Service:
         try:
             events = decode_events(payload)
         except DecodeError as exc:
-            self._bad("malformed", str(exc))
+            self.count_bad("malformed", str(exc))
             return []
         wanted: list[M] = [e for e in events if isinstance(e, kind)]
         if len(wanted) != len(events):
-            self._bad("unexpected", ", ".join(sorted({type(e).__name__ for e in events
-                                                       if not isinstance(e, kind)})))
+            self.count_bad("unexpected", ", ".join(sorted({type(e).__name__ for e in events
+                                                           if not isinstance(e, kind)})))
         return wanted
 
     def count_bad(self, kind: str, detail: str) -> None:
         """Count a dropped frame (and log the first of each kind)."""
-        self._bad(kind, detail)
-
-    def _bad(self, kind: str, detail: str) -> None:
         self.counters[f"bad_frames.{kind}"] += 1
         if self.counters[f"bad_frames.{kind}"] == 1:
             log.warning("%s: dropped a %s frame (%s); counting further ones", self.name, kind,

@@ -24,7 +24,7 @@ from common.service import freeze_heap, run_process
 from services import benchmarks, logfmt
 from services import cluster as cluster_cli
 from services.dbwriter.recover import differences, rebuild, table
-from services.launcher import BUILT, Cluster, ClusterError
+from services.launcher import SERVICE_CLASSES, Cluster, ClusterError
 
 log = logging.getLogger("itg")
 RECOVER_WAIT_S = 10.0  # for the matcher to answer, then for the DB writers to catch up
@@ -143,11 +143,9 @@ def _bot(args: argparse.Namespace) -> int:
 def _service(config: Config, name: str) -> None:
     if config.bus.transport == "inproc":
         raise ConfigError("a service in its own process needs bus.transport = ipc or tcp")
-    if name not in BUILT:
-        raise ClusterError(f"service {name!r} is not built yet; built: {', '.join(BUILT)}")
     if name != "dbwriter":  # a DB writer waits for its database, as through an outage
         cluster_cli.check_services(config, [name])
-    run_process(BUILT[name](config))
+    run_process(SERVICE_CLASSES[name](config))
 
 
 def _recover(config: Config, check: bool) -> int:

@@ -49,14 +49,6 @@ def render(template: str, data_dir: Path, config: Path, bin_dir: Path,
     return out.getvalue()
 
 
-def program_commands(conf: str) -> dict[str, str]:
-    """program name -> command line, from a supervisord.conf text."""
-    parser = configparser.RawConfigParser()
-    parser.read_string(conf)
-    return {s.split(":", 1)[1]: parser.get(s, "command")
-            for s in parser.sections() if s.startswith("program:")}
-
-
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -113,9 +105,6 @@ class Supervisor:
 
     def stop(self, name: str) -> None:
         self._call("stopProcess", name, True)
-
-    def start(self, name: str) -> None:
-        self._call("startProcess", name, True)
 
     def shutdown(self) -> None:
         self._call("shutdown")

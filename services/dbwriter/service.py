@@ -76,10 +76,10 @@ class DbWriterService(Service):
         try:
             batch = decode_frame(payload)
         except DecodeError as exc:
-            self._bad("malformed", str(exc))
+            self.count_bad("malformed", str(exc))
             return
         if not isinstance(batch, RecordBatch) or batch.stream not in self._acks:
-            self._bad("unexpected", type(batch).__name__)
+            self.count_bad("unexpected", type(batch).__name__)
             return
         if not self._store(batch):
             return

@@ -17,7 +17,7 @@ import zmq
 
 from common import topics
 from common.feed import FeedService
-from common.messages import ControlReply, InjectNews, Message, News, SimState
+from common.messages import ENVELOPE_FIELDS, ControlReply, InjectNews, Message, News, SimState
 from common.outbox import RecordLink
 from common.records import NewsRecord, SignalRecord
 from common.service import Context
@@ -108,5 +108,4 @@ class EventsService(FeedService):
 
 
 def _fields(event: msgspec.Struct) -> dict[str, Any]:
-    skip = {"seq", "ts_ns", "epoch"}
-    return {f: getattr(event, f) for f in event.__struct_fields__ if f not in skip}
+    return {k: v for k, v in msgspec.structs.asdict(event).items() if k not in ENVELOPE_FIELDS}

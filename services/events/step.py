@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -121,7 +121,7 @@ class EventsStep:
             raise ValueError(f"a headline has 1 to {MAX_HEADLINE} characters")
         row = next((h for h in self._e.headlines if h.headline == request.headline), None)
         fields = {"headline": request.headline, "p_regime_shift": 0.0, "p_jump": 0.0,
-                  "direction": "none"} if row is None else _fields(row)
+                  "direction": "none"} if row is None else msgspec.structs.asdict(row)
         if request.direction is not None:
             fields["direction"] = request.direction
         if request.magnitude is not None:
@@ -214,10 +214,6 @@ def _indicator_signal(symbol: str, ticks: int, state: SimState, snap: IndicatorS
 def _to_topics(role_topics: list[bytes], signal: Event) -> Out:
     """One copy per role topic: each carries its own topic's seq."""
     return [(topic, msgspec.structs.replace(signal)) for topic in role_topics]
-
-
-def _fields(row: Headline) -> dict[str, Any]:
-    return {f: getattr(row, f) for f in row.__struct_fields__}
 
 
 def build_step(config: Config, epoch: int = 0) -> EventsStep:

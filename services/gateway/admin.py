@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from pydantic import ConfigDict, Field, StrictBool, StrictStr
 
+from common.bus_client import BusTimeout
 from common.config import PHASES
 from common.messages import (
     MAX_HEADLINE,
@@ -39,7 +40,7 @@ from common.messages import (
 )
 from services.gateway import handlers, schemas, views
 from services.gateway.auth import key_hash, new_key
-from services.gateway.bridge import BusTimeout, BusUnavailable
+from services.gateway.bridge import BusUnavailable
 
 if TYPE_CHECKING:
     from services.gateway.app import Api
@@ -99,12 +100,12 @@ class Admin:
 
     def denied(self, request: Request) -> Response | None:
         if not self.key:
-            return _json({"detail": DISABLED}, 403)
+            return views.json_response({"detail": DISABLED}, 403)
         given = request.headers.get(HEADER)
         if not given:
-            return _json({"detail": MISSING}, 401)
+            return views.json_response({"detail": MISSING}, 401)
         if not hmac.compare_digest(given.encode(), self.key.encode()):
-            return _json({"detail": INVALID}, 401)
+            return views.json_response({"detail": INVALID}, 401)
         return None
 
     async def command(self, cmd: Command, what: str) -> handlers.Body:
@@ -119,9 +120,9 @@ class Admin:
     async def control(self, channel: str, request: Message, what: str) -> handlers.Body:
         try:
             reply = await self.controls.call(channel, request, ControlReply)
-        except (BusTimeout, TimeoutError):
-            return handlers.failure(None, "PROCESSING_TIMEOUT", f"No answer from {channel}")
-        except (BusUnavailable, zmq.ZMQError) as exc:
+        except (BusTimeout, BusUnavailable) as exc:
+            return handlers.unanswered(exc, self.gw.settings.request_timeout_s, channel=channel)
+        except zmq.ZMQError as exc:
             return handlers.failure(None, "SERVICE_UNAVAILABLE", str(exc))
         if not reply.ok:
             return handlers.failure(None, "CONTROL_REJECTED", reply.message, reply.details)
@@ -129,11 +130,11 @@ class Admin:
         return handlers.envelope(None, data=reply.details)
 
     async def kill(self, team_id: str) -> handlers.Body:
+        timeout = self.gw.settings.request_timeout_s
         try:
-            found = await self.gw.bridge.call(TeamQuery(team_id=team_id), TeamReply,
-                                              self.gw.settings.request_timeout_s)
+            found = await self.gw.bridge.call(TeamQuery(team_id=team_id), TeamReply, timeout)
         except (BusTimeout, BusUnavailable) as exc:
-            return handlers.failure(None, "SERVICE_UNAVAILABLE", str(exc))
+            return handlers.unanswered(exc, timeout)
         if found.team is None:
             return handlers.failure(None, "TEAM_NOT_FOUND", "Team not found",
                                     {"team_id": team_id})
@@ -160,10 +161,6 @@ class Admin:
                 "regimes": list(config.simulator.regime_names), "phases": list(PHASES),
                 "instruments": list(self.gw.instruments), "phase": self.gw.mirror.phase,
                 "halted": list(self.gw.mirror.halted)}
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(views.dumps(body), status, media_type="application/json")
 
 
 def _documented(model: type[schemas._Request] | None = None) -> dict[str, Any]:
@@ -193,16 +190,20 @@ def install(app: FastAPI, api: Api, dash: Dashboard) -> Admin:
             body = await api.body(request, model)
             if isinstance(body, Response):
                 return body
-        return _json(await then(body))
+        return views.json_response(await then(body))
 
     @router.get("/leaderboard", summary="Every team, with cash and holdings", **_documented())
     async def leaderboard(request: Request) -> Response:
-        return await guarded(request, None, lambda _: _ready(
-            {"leaderboard": dash.leaderboard(full=True), "timestamp": views.now_iso()}))
+        if denied := admin.denied(request):
+            return denied
+        return views.json_response({"leaderboard": dash.leaderboard(full=True),
+                                    "timestamp": views.now_iso()})
 
     @router.get("/choices", summary="Headlines, regimes, phases, instruments", **_documented())
     async def choices(request: Request) -> Response:
-        return await guarded(request, None, lambda _: _ready(admin.choices()))
+        if denied := admin.denied(request):
+            return denied
+        return views.json_response(admin.choices())
 
     @router.post("/news", summary="Inject a news item now", **_documented(NewsRequest))
     async def news(request: Request) -> Response:
@@ -244,7 +245,3 @@ def install(app: FastAPI, api: Api, dash: Dashboard) -> Admin:
 
     app.include_router(router)
     return admin
-
-
-async def _ready(value: Any) -> Any:
-    return value

@@ -21,11 +21,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp
 
+from common.bus_client import BusTimeout
 from common.messages import TeamInfo
 from services.gateway import admin, dashboard, handlers, history, ops, schemas, views
-from services.gateway.bridge import BusTimeout, BusUnavailable
+from services.gateway.bridge import BusUnavailable
 from services.gateway.core import VERSION, Gateway
 from services.gateway.fastpath import OrderFastPath
+from services.gateway.ws import POLICY, REISSUED, TRY_AGAIN
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +63,11 @@ nothing for 2 s more is cut without the close frame: 1006).
 """
 MISSING_KEY = "Missing API key. Include X-API-Key header."
 INVALID_KEY = "Invalid API key"
-SECURED: dict[str, Any] = {"security": [{"APIKeyHeader": []}]}
 MAX_SINCE = 1 << 53
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(views.dumps(body), status, media_type="application/json")
-
-
 def _detail(status: int, detail: str) -> Response:
-    return _json({"detail": detail}, status)
-
-
-def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
-    described = {401: ("Missing or invalid API key", schemas.Detail),
-                 413: ("Body larger than the configured limit", schemas.Detail),
-                 422: ("Body fails schema validation", schemas.ValidationErrors),
-                 503: ("The exchange cannot be asked who this key belongs to", schemas.Detail)}
-    return {c: {"description": described[c][0], "model": described[c][1]} for c in codes}
+    return views.json_response({"detail": detail}, status)
 
 
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
@@ -113,7 +102,7 @@ class Api:
         if not key:
             return 401, MISSING_KEY
         try:
-            team = await self.gw.authenticate(key)
+            team = await self.gw.keys.team_for(key)
         except (BusTimeout, BusUnavailable):
             return 503, "The exchange is unavailable; retry"
         return team if team is not None else (401, INVALID_KEY)
@@ -137,7 +126,7 @@ class Api:
         try:
             return model.model_validate_json(raw)
         except ValidationError as exc:
-            return _json({"detail": schemas.validation_detail(exc)}, 422)
+            return views.json_response({"detail": schemas.validation_detail(exc)}, 422)
 
     async def authed(self, request: Request,
                      then: Callable[[TeamInfo], Awaitable[handlers.Body]]) -> Response:
@@ -151,9 +140,9 @@ class Api:
         """`then`, within the team's request rate (a refusal echoes the `request_id`)."""
         gw = self.gw
         if (over := gw.requests.admit(me.team_id, gw.settings.max_requests_per_s)) is not None:
-            return _json(handlers.failure(request_id, "RATE_LIMIT_EXCEEDED",
-                                          "Request rate limit exceeded", over))
-        return _json(await then(me))
+            return views.json_response(handlers.failure(
+                request_id, "RATE_LIMIT_EXCEEDED", "Request rate limit exceeded", over))
+        return views.json_response(await then(me))
 
     async def place(self, request: Request) -> Response:
         me = await self.caller(request.headers.get("x-api-key"))
@@ -162,13 +151,13 @@ class Api:
         req = await self.body(request, schemas.OrderRequest)
         if isinstance(req, Response):
             return req
-        return _json(await handlers.place(self.gw, me, req))
+        return views.json_response(await handlers.place(self.gw, me, req))
 
     async def register(self, request: Request) -> Response:
         req = await self.body(request, schemas.RegisterRequest)
         if isinstance(req, Response):
             return req
-        return _json(await handlers.register(self.gw, req))
+        return views.json_response(await handlers.register(self.gw, req))
 
 
 def create_app(gw: Gateway) -> FastAPI:
@@ -204,19 +193,20 @@ def create_asgi(gw: Gateway) -> ASGIApp:
 
 def _team_routes(app: FastAPI, api: Api) -> None:
     @app.post("/game/teams/register", response_model=schemas.Envelope[schemas.NewTeam],
-              responses=_documented(413, 422), openapi_extra=_body_doc(schemas.RegisterRequest),
+              responses=schemas.documented(413, 422),
+              openapi_extra=_body_doc(schemas.RegisterRequest),
               summary="Register a team; the API key is shown once")
     async def register(request: Request) -> Response:
         return await api.register(request)
 
     @app.get("/game/teams/{team_id}", response_model=schemas.Envelope[schemas.Team],
-             responses=_documented(401, 503), openapi_extra=SECURED,
+             responses=schemas.documented(401, 503), openapi_extra=schemas.SECURED,
              summary="Your own team (any other id: TEAM_NOT_FOUND)")
     async def get_team(team_id: str, request: Request) -> Response:
         return await api.authed(request, lambda me: handlers.team(api.gw, me, team_id))
 
     @app.get("/positions", response_model=schemas.Envelope[schemas.PositionsData],
-             responses=_documented(401, 503), openapi_extra=SECURED,
+             responses=schemas.documented(401, 503), openapi_extra=schemas.SECURED,
              summary="Positions per instrument (traded ones stay listed at 0)")
     async def positions(request: Request) -> Response:
         return await api.authed(request, lambda me: handlers.positions(api.gw, me))
@@ -224,27 +214,27 @@ def _team_routes(app: FastAPI, api: Api) -> None:
 
 def _order_routes(app: FastAPI, api: Api) -> None:
     @app.post("/exchange/orders", response_model=schemas.Envelope[schemas.OrderData],
-              responses=_documented(401, 413, 422, 503),
-              openapi_extra={**_body_doc(schemas.OrderRequest), **SECURED},
+              responses=schemas.documented(401, 413, 422, 503),
+              openapi_extra={**_body_doc(schemas.OrderRequest), **schemas.SECURED},
               summary="Place an order; data is its state after matching")
     async def place(request: Request) -> Response:
         return await api.place(request)
 
     @app.get("/exchange/orders", response_model=schemas.Envelope[schemas.OrdersData],
-             responses=_documented(401, 503), openapi_extra=SECURED,
+             responses=schemas.documented(401, 503), openapi_extra=schemas.SECURED,
              summary="Your resting orders, oldest first")
     async def open_orders(request: Request) -> Response:
         return await api.authed(request, lambda me: handlers.orders(api.gw, me))
 
     @app.delete("/exchange/orders/{order_id}", response_model=schemas.Envelope[schemas.OrderData],
-                responses=_documented(401, 503), openapi_extra=SECURED,
+                responses=schemas.documented(401, 503), openapi_extra=schemas.SECURED,
                 summary="Cancel one of your resting orders (anything else: CANCEL_FAILED)")
     async def cancel(order_id: str, request: Request) -> Response:
         return await api.authed(request, lambda me: handlers.cancel(api.gw, me, order_id))
 
     @app.get("/exchange/orderbook/{instrument_id}",
              response_model=schemas.Envelope[schemas.OrderBookData],
-             responses=_documented(401, 503), openapi_extra=SECURED,
+             responses=schemas.documented(401, 503), openapi_extra=schemas.SECURED,
              summary="Top 5 price levels per side, aggregated")
     async def orderbook(instrument_id: str, request: Request) -> Response:
         return await api.authed(request, lambda me: handlers.book(api.gw, me, instrument_id))
@@ -254,7 +244,8 @@ def _ws_route(app: FastAPI, api: Api) -> None:
     @app.websocket("/ws")
     async def stream(websocket: WebSocket) -> None:
         params = websocket.query_params
-        me = await api.caller(params.get("api_key") or websocket.headers.get("x-api-key"))
+        key = params.get("api_key") or websocket.headers.get("x-api-key")
+        me = await api.caller(key)
         if isinstance(me, Response):
             await websocket.send_denial_response(me)
             return
@@ -264,6 +255,13 @@ def _ws_route(app: FastAPI, api: Api) -> None:
                 400, f"since must be an integer between 0 and {MAX_SINCE}"))
             return
         await websocket.accept()
+        # A reissue heard during the handshake closed the team's streams before this one was
+        # among them: the key is asked again (from the cache, as a rule) before it joins them.
+        again = await api.identify(key)
+        if isinstance(again, tuple):
+            code, reason = (POLICY, REISSUED) if again[0] == 401 else (TRY_AGAIN, again[1])
+            await websocket.close(code, reason)
+            return
         await _serve_ws(api.gw, websocket, me, since)
 
 

@@ -4,14 +4,13 @@ The matcher's team registry is the source of truth (it journals each key hash wi
 so any gateway, including a restarted one, learns a key it has not seen by asking the matcher
 (TeamQuery by hash) once, then serves it from its cache. Unknown keys are remembered briefly,
 so a flood of bad keys costs the matcher at most one question per key per `negative_ttl_s`.
-Keys are found by their hash (timing can only tell bits of a hash, never of the key) and the
-stored hash is then compared in constant time.
+Keys are found by their hash: the timing of a lookup can tell at most a prefix of a SHA-256,
+which says nothing of the key (a 256-bit random secret) and lets nobody make one that matches.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import time
 from collections import OrderedDict
@@ -22,7 +21,7 @@ from common.messages import TeamInfo
 KEY_PREFIX = "itg_"
 MAX_KEY_LENGTH = 128
 
-Lookup = Callable[[str], Awaitable[tuple[TeamInfo, str] | None]]  # hash -> (team, stored hash)
+Lookup = Callable[[str], Awaitable[TeamInfo | None]]  # key hash -> its team, if any
 
 
 def new_key() -> str:
@@ -38,12 +37,13 @@ class KeyRing:
         self._lookup = lookup
         self._size = size
         self._negative_ttl = negative_ttl_s
-        self._known: OrderedDict[str, tuple[str, TeamInfo]] = OrderedDict()
+        self._known: OrderedDict[str, TeamInfo] = OrderedDict()  # key hash -> team
         self._unknown: OrderedDict[str, float] = OrderedDict()
         self._reissues: int | None = None  # the last reissue we know of; None: none known yet
+        self._forgets = 0  # times keys were forgotten: an answer asked for before is stale
 
     def remember(self, hashed: str, team: TeamInfo) -> None:
-        self._known[hashed] = (hashed, team)
+        self._known[hashed] = team
         self._unknown.pop(hashed, None)
         if len(self._known) > self._size:
             self._known.popitem(last=False)
@@ -54,9 +54,10 @@ class KeyRing:
         if self._reissues is None or seq > self._reissues + 1:
             self._known.clear()
         else:
-            for hashed in [h for h, (_, team) in self._known.items() if team.team_id == team_id]:
+            for hashed in [h for h, team in self._known.items() if team.team_id == team_id]:
                 del self._known[hashed]
         self._reissues = max(seq, self._reissues or 0)
+        self._forgets += 1
 
     def reissues_seen(self, reissues: int) -> None:
         """The matcher's count of reissues (heartbeats): more than we were told of means one
@@ -64,6 +65,7 @@ class KeyRing:
         if self._reissues is None or reissues > self._reissues:
             self._known.clear()
             self._reissues = reissues
+            self._forgets += 1
 
     async def team_for(self, key: str | None) -> TeamInfo | None:
         """The key's team, or None for a key that is malformed or not registered."""
@@ -71,19 +73,23 @@ class KeyRing:
             return None
         hashed = key_hash(key)
         known = self._known.get(hashed)
-        if known is not None and hmac.compare_digest(known[0], hashed):
-            return known[1]
-        return await self._ask(hashed)
+        return known if known is not None else await self._ask(hashed)
 
     async def _ask(self, hashed: str) -> TeamInfo | None:
         now = time.monotonic()
         if self._unknown.get(hashed, 0.0) > now:
             return None
-        found = await self._lookup(hashed)  # BusTimeout/BusUnavailable propagate: not a "no"
-        if found is None or not hmac.compare_digest(found[1], hashed):
+        while True:  # BusTimeout/BusUnavailable propagate: not a "no"
+            forgets = self._forgets
+            found = await self._lookup(hashed)
+            # a reissue heard while the matcher's answer was on its way may postdate it: the
+            # answer could name a key that no longer works, so it is asked again
+            if forgets == self._forgets:
+                break
+        if found is None:
             self._unknown[hashed] = now + self._negative_ttl
             if len(self._unknown) > self._size:
                 self._unknown.popitem(last=False)
             return None
-        self.remember(hashed, found[0])
-        return found[0]
+        self.remember(hashed, found)
+        return found

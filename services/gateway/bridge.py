@@ -24,7 +24,6 @@ import contextlib
 import itertools
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,6 +31,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from common import topics
+from common.bus_client import BusTimeout
 from common.config import Config
 from common.messages import (
     Command,
@@ -58,6 +58,7 @@ Sink = Callable[[bytes, bytes], None]
 _NOBLOCK = int(zmq.NOBLOCK)  # a plain int: pyzmq's flag enums cost more than the call
 DRAIN_BATCH = 256  # messages per wake-up before yielding to the loop
 SEND_RETRY_S = 0.005  # a command the PUSH could not take yet is tried again this often
+PROBE_TIMEOUT_S = 0.5  # a join probe unanswered by then is sent again
 FEEDS = (  # channel, topic prefixes: the feeds every gateway follows besides its own
     ("matcher_pub", (topics.MD, topics.HEARTBEAT)),
     ("events_pub", (topics.NEWS, topics.SIGNAL, topics.HEARTBEAT)),  # news, public signals
@@ -65,10 +66,6 @@ FEEDS = (  # channel, topic prefixes: the feeds every gateway follows besides it
     ("sim_pub", (topics.HEARTBEAT, topics.UNDERLYING, topics.FAIR)),  # marks: dashboard only
     ("sim_private", (topics.SIM_STATE,)),  # the regime: the dashboard shows it only when old
 )
-
-
-class BusTimeout(Exception):
-    """The matcher did not answer in time."""
 
 
 class BusUnavailable(Exception):
@@ -91,12 +88,17 @@ class Bridge:
         self.pong_seen = asyncio.Event()
         self.joined = asyncio.Event()  # the private SUB is proven joined to the matcher there
         self._left = asyncio.Event()  # it disconnected since: prove it again
-        self.counters: dict[str, int] = {"late_responses": 0, "bad_frames": 0}
+        self.counters: dict[str, int] = {"late_responses": 0, "bad_frames": 0,
+                                         "foreign_responses": 0}
         self._pending: dict[str, asyncio.Future[Response]] = {}
         self._calls: dict[bytes, asyncio.Future[Message]] = {}
-        # from a random point: a restarted gateway with a fixed id must not take a late
-        # answer meant for its previous process (possibly another team's) as its own
-        self._ids = itertools.count(secrets.randbits(60))
+        # req_ids start with this process's own mark: a restarted gateway with a fixed id never
+        # takes a late answer meant for its previous process (possibly another team's) as its
+        # own, and answers that keep coming to requests it never made show a twin (see _answer)
+        self._mark = secrets.token_hex(4) + "."
+        self._ids = itertools.count(1)
+        self._opened = 0.0
+        self._twin_told = False
         self._sockets: list[Socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -111,6 +113,7 @@ class Bridge:
 
     def _open(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._opened = self._loop.time()
         # immediate: a command is never held for a matcher that is not there (down, not yet
         # started): it would run whenever one came, long after its client was told "timeout"
         self.push = self._socket("commands", immediate=True)
@@ -167,7 +170,7 @@ class Bridge:
         loop = self._loop
         assert loop is not None
         deadline = loop.time() + timeout
-        req_id = cmd.req_id = f"{next(self._ids):x}"
+        req_id = cmd.req_id = f"{self._mark}{next(self._ids):x}"
         cmd.gw = self.gw_id
         payload = encode(cmd)
         if not self._try_send(payload):
@@ -209,12 +212,12 @@ class Bridge:
     def _expire(self, req_id: str) -> None:
         fut = self._pending.pop(req_id, None)
         if fut is not None and not fut.done():
-            fut.set_exception(BusTimeout())
+            fut.set_exception(BusTimeout("no answer from the matcher in time"))
 
     def _expire_call(self, rid: bytes) -> None:
         fut = self._calls.pop(rid, None)
         if fut is not None and not fut.done():
-            fut.set_exception(BusTimeout())
+            fut.set_exception(BusTimeout("no answer from the matcher in time"))
 
     def _read_private(self) -> None:
         sock, resp_topic = self.private, self.resp_topic
@@ -251,11 +254,27 @@ class Bridge:
         if isinstance(msg, Response):
             fut = self._pending.pop(msg.req_id, None)
             if fut is None:
-                self.counters["late_responses"] += 1
+                if msg.req_id.startswith(self._mark):
+                    self.counters["late_responses"] += 1
+                else:
+                    self._foreign()
             elif not fut.done():
                 fut.set_result(msg)
         elif isinstance(msg, Pong):
             self.pong_seen.set()
+
+    def _foreign(self) -> None:
+        """An answer to a request of another process: a previous one with this id, for a short
+        while after a restart (its last requests were a timeout or so old when it went); any
+        later, another gateway running with the same id."""
+        self.counters["foreign_responses"] += 1
+        assert self._loop is not None
+        grace = 3 * self.config.gateway.request_timeout_s
+        if self._loop.time() - self._opened > grace and not self._twin_told:
+            self._twin_told = True
+            log.error("gateway %s: answers to requests this process never made arrive on "
+                      "its topic: another gateway runs with gateway.id = %r; give each gateway "
+                      "its own id, or leave it empty for a random one", self.gw_id, self.gw_id)
 
     def _read_monitor(self) -> None:
         while True:
@@ -269,8 +288,7 @@ class Bridge:
     async def keep_joined(self) -> None:
         """Prove the private SUB joined, and again after each disconnect, for ever."""
         while True:
-            while await wait_matcher(self, time.monotonic() + 3600) is None:
-                pass
+            await self._prove_joined()
             if self._left.is_set():  # lost again while proving: the proof may be of the old
                 self._left.clear()
                 continue
@@ -319,11 +337,23 @@ class Bridge:
                 fut.set_exception(BusUnavailable(f"malformed answer: {exc}"))
         self._again(self._read_rpc)
 
+    async def _prove_joined(self) -> None:
+        """Probe until the matcher answers on our private subscription (however long)."""
+        while True:
+            try:
+                await self.probe(timeout=PROBE_TIMEOUT_S)
+                return
+            except (BusTimeout, BusUnavailable):
+                continue
+
     async def probe(self, timeout: float) -> Pong:
         """Proves the private SUB is joined: the matcher publishes a Pong on resp.<gw>."""
         self.pong_seen.clear()
         pong = await self.call(Probe(gw=self.gw_id), Pong, timeout)
-        await asyncio.wait_for(self.pong_seen.wait(), timeout)
+        try:
+            await asyncio.wait_for(self.pong_seen.wait(), timeout)
+        except TimeoutError:
+            raise BusTimeout("the matcher's Pong did not come on the private feed") from None
         return pong
 
     # --- public feeds ---
@@ -352,13 +382,3 @@ class Bridge:
 
 def _fd(sock: Socket) -> int:
     return int(sock.getsockopt(zmq.FD))
-
-
-async def wait_matcher(bridge: Bridge, deadline: float) -> Pong | None:
-    """Probe until the matcher answers and our private subscription is proven, or give up."""
-    while time.monotonic() < deadline:
-        try:
-            return await bridge.probe(timeout=0.5)
-        except (BusTimeout, BusUnavailable, TimeoutError):
-            continue
-    return None

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import zmq.asyncio
 
+from common.bus_client import BusTimeout
 from common.messages import DecodeError, ErrorReply, Message, decode, encode
 from common.transport import make_socket
-from services.gateway.bridge import BusTimeout, BusUnavailable
+from services.gateway.bridge import BusUnavailable
 
 if TYPE_CHECKING:
     from services.gateway.core import Gateway
@@ -48,9 +49,10 @@ class Controls:
             deadline = asyncio.get_running_loop().time() + timeout
             while True:  # answers to earlier, abandoned requests are skipped
                 left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    raise BusTimeout()
-                frames = await asyncio.wait_for(sock.recv_multipart(), left)
+                try:
+                    frames = await asyncio.wait_for(sock.recv_multipart(), max(left, 0))
+                except TimeoutError:
+                    raise BusTimeout(f"no answer from {channel} in time") from None
                 if len(frames) == 2 and frames[0] == rid:
                     return _reply(frames[1], kind)
 

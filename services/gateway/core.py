@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common import topics
+from common.bus_client import BusTimeout
 from common.config import Config
 from common.instruments import build_instruments
 from common.messages import (
@@ -31,10 +32,10 @@ from common.messages import (
 from common.service import Context
 from services.gateway.auth import KeyRing
 from services.gateway.books import BookMirror
-from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable, Sink
+from services.gateway.bridge import Bridge, BusUnavailable, Sink
 from services.gateway.hub import Hub
 from services.gateway.limits import RateLimiter
-from services.gateway.ws import POLICY, REISSUED
+from services.gateway.ws import GOING_AWAY, POLICY, REISSUED
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class Gateway:
         return self.md_ready.is_set()
 
     async def stop(self) -> None:
-        self.hub.close_all(1001, "gateway shutting down")
+        self.hub.close_all(GOING_AWAY, "gateway shutting down")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -140,12 +141,10 @@ class Gateway:
 
     # --- keys ---
 
-    async def _lookup_key(self, hashed: str) -> tuple[TeamInfo, str] | None:
+    async def _lookup_key(self, hashed: str) -> TeamInfo | None:
         reply = await self.bridge.call(TeamQuery(key_hash=hashed), TeamReply,
                                        self.settings.request_timeout_s)
-        if reply.team is None or reply.key_hash is None:
-            return None
-        return reply.team, reply.key_hash
+        return reply.team
 
     def _key_reissued(self, event: KeyReissued) -> None:
         """The old key stops here too: out of the cache, and its streams closed."""
@@ -153,9 +152,6 @@ class Gateway:
         self.hub.close_team(event.team_id, POLICY, REISSUED)
         for tap in self.reissue_taps:
             tap(event.team_id)
-
-    async def authenticate(self, key: str | None) -> TeamInfo | None:
-        return await self.keys.team_for(key)
 
     # --- health ---
 

@@ -11,9 +11,8 @@
   (the key stays out of URLs and logs, and the bot's own /ws connection is left alone).
 - `GET /dashboard/api/leaderboard` (public) and `GET /dashboard/api/team` (X-API-Key).
 
-Accounts are read from the matcher, all in one request, every `leaderboard_interval_s`; teams
-are found by asking for TEAM_001, TEAM_002... in order (ids are handed out in sequence) plus
-the house teams.
+Accounts are read from the matcher, all in one request, every `leaderboard_interval_s`; a
+team the leaderboard has not named yet is asked for by its id, once.
 """
 
 from __future__ import annotations
@@ -31,7 +30,10 @@ from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from common.bus_client import BusTimeout
+from common.clock import SteadyClock
 from common.messages import (
+    AccountReply,
     AccountsQuery,
     AccountsReply,
     DecodeError,
@@ -43,13 +45,13 @@ from common.messages import (
     TeamReply,
     decode,
 )
-from services.gateway import views
+from services.gateway import handlers, schemas, views
 from services.gateway.board import Board
-from services.gateway.bridge import BusTimeout, BusUnavailable
+from services.gateway.bridge import BusUnavailable
 from services.gateway.controls import Controls
-from services.gateway.scores import Standings, team_id
+from services.gateway.scores import Standings
 from services.gateway.spectators import Spectator, serve
-from services.gateway.ws import POLICY, REISSUED, TRY_AGAIN
+from services.gateway.ws import GOING_AWAY, POLICY, REISSUED, TRY_AGAIN
 
 if TYPE_CHECKING:
     from services.gateway.app import Api
@@ -63,6 +65,7 @@ QUOTES_EVERY_S = 5.0  # every quote again now and then (a book mirror resync is 
 HEALTH_EVERY_S = 1.0
 AUTH_TIMEOUT_S = 10.0
 PRICES_RETRY_S = 3.0
+FIRST_PRICES_WAIT_S = 2.0  # before the first leaderboard: the simulator may not run
 
 
 class Dashboard:
@@ -80,7 +83,10 @@ class Dashboard:
             "id": i.id, "underlying": i.underlying, "kind": i.kind, "multiplier": i.multiplier,
             "strike": views.price(i.strike), "option_type": i.option_type}
             for i in gw.instruments.values()]
+        self._priced = asyncio.Event()  # the simulator's prices loaded
+        self._clock = SteadyClock()
         self._leaderboard_dirty = False
+        self._public_rows: list[dict[str, Any]] | None = None
         self._next_quotes = self._next_health = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -97,7 +103,7 @@ class Dashboard:
 
     async def stop(self) -> None:
         for spectator in [*self.spectators, *self.joining]:
-            spectator.close(1001, "gateway shutting down")
+            spectator.close(GOING_AWAY, "gateway shutting down")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -109,11 +115,12 @@ class Dashboard:
         while True:
             try:
                 snapshot = await self.controls.call("sim_rpc", SnapshotRequest(), FeedSnapshot)
-            except (BusTimeout, BusUnavailable, TimeoutError, zmq.ZMQError) as exc:
+            except (BusTimeout, BusUnavailable, zmq.ZMQError) as exc:
                 log.debug("dashboard: no simulator snapshot yet (%r)", exc)
                 await asyncio.sleep(PRICES_RETRY_S)
                 continue
             self.board.load(snapshot)
+            self._priced.set()
             return
 
     # --- marks ---
@@ -142,7 +149,12 @@ class Dashboard:
     # --- the leaderboard ---
 
     async def _poll_loop(self) -> None:
-        await self.gw.matcher_ready.wait()
+        # marks first: a refresh before the market is read counts positions at zero, and that
+        # point stays in the teams' P&L history. The simulator's prices are waited for briefly
+        # only, as it may not run at all (then the marks are last trades, from md_ready).
+        await self.gw.md_ready.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._priced.wait(), FIRST_PRICES_WAIT_S)
         failing = False
         while True:
             try:
@@ -159,30 +171,34 @@ class Dashboard:
             await asyncio.sleep(self.settings.leaderboard_interval_s)
 
     async def refresh(self) -> None:
-        """Find new teams, read every account, and recompute the leaderboard."""
+        """Read every account, name the teams not named yet, and recompute the leaderboard."""
         call, timeout = self.gw.bridge.call, self.settings.request_timeout_s
-        for tid in [t for t in self.standings.house_ids if not self.standings.named(t)]:
+        # every account in one answer, at one point of the matcher's state: one request a
+        # refresh instead of one per team (1,000 a second at game.max_teams)
+        # the orders listed only of the teams whose pages are open
+        viewed = sorted(team for team, views in self.followers.items() if views)
+        every = await call(AccountsQuery(orders_of=viewed), AccountsReply, timeout)
+        for tid in [a.team_id for a in every.accounts if not self.standings.named(a.team_id)]:
             reply = await call(TeamQuery(team_id=tid), TeamReply, timeout)
             if reply.team is not None:
                 self.standings.add(reply.team)
-        while True:
-            reply = await call(TeamQuery(team_id=team_id(self.standings.next_number)),
-                               TeamReply, timeout)
-            if reply.team is None:
-                break
-            self.standings.add(reply.team)
-        # every account in one answer, at one point of the matcher's state: one request a
-        # refresh instead of one per team (1,000 a second at game.max_teams)
-        every = await call(AccountsQuery(), AccountsReply, timeout)
-        now = int(time.time())
+        now = self._clock.now_s()  # a P&L path never steps back with the wall clock
         for account in every.accounts:
             self.standings.update(account, self.mark, now)
         self._leaderboard_dirty = True
+        self._public_rows = None
         self.refreshed.set()
         self.refreshed = asyncio.Event()
 
     def leaderboard(self, full: bool = False) -> list[dict[str, Any]]:
-        return self.standings.rows(self.mark, self.delta, full)
+        """The public rows are built once per refresh, for the broadcast, newcomers' snapshots
+        and the public endpoint alike (37 ms at 1,000 teams: per request, anyone could fill
+        the loop); the operator's full rows are built when asked."""
+        if full:
+            return self.standings.rows(self.mark, self.delta, full=True)
+        if self._public_rows is None:
+            self._public_rows = self.standings.rows(self.mark, self.delta)
+        return self._public_rows
 
     # --- the spectator stream ---
 
@@ -291,14 +307,26 @@ class Dashboard:
 
     # --- one team's own view ---
 
-    def team_view(self, team: TeamInfo) -> dict[str, Any]:
-        view = self.standings.team_view(team.team_id, self.mark, self.delta)
+    async def team_view(self, team: TeamInfo, history_from: int | None = None,
+                        fills_after: int | None = None) -> dict[str, Any]:
+        """The team's view, or the failure envelope of its orders' query."""
+        orders = None
+        if not self.standings.orders_listed(team.team_id):  # no page of it was open
+            reply = await handlers.account(self.gw, team)
+            if not isinstance(reply, AccountReply):
+                return reply
+            orders = reply.open_orders
+        view = self.standings.team_view(team.team_id, self.mark, self.delta, history_from,
+                                        fills_after, orders)
         return view or {"team": {"team_id": team.team_id, "team_name": team.team_name,
                                  "role": team.role}, "pending": True}
 
     async def follow_team(self, websocket: WebSocket, api: Api) -> None:
         """A team's view, sent again after every leaderboard refresh, until the browser goes or
-        the team's key is reissued (the view was opened with the old one)."""
+        the team's key is reissued (the view was opened with the old one). The P&L path and
+        the fills come whole in the first view, then only what is new: the fills not sent
+        yet, the path from the last point sent on (sampled again within its second, that
+        point can change)."""
         await websocket.accept()
         team = await self._auth_frame(websocket, api)
         if team is None:
@@ -311,9 +339,17 @@ class Dashboard:
         self.followers.setdefault(team.team_id, set()).add(revoked)
         ended = {asyncio.create_task(_until_closed(websocket)),
                  asyncio.create_task(revoked.wait())}
+        since: int | None = None
+        fills: int | None = None
         try:
             while not any(task.done() for task in ended):
-                await websocket.send_text(_frame("team", self.team_view(team)))
+                view = await self.team_view(team, since, fills)
+                if view.get("success") is False:  # the exchange did not answer: next time
+                    await websocket.send_text(_frame("error", view["error"]))
+                else:
+                    await websocket.send_text(_frame("team", view))
+                if view.get("history"):
+                    since, fills = view["history"][-1][0], view["fills_total"]
                 refreshed = asyncio.create_task(self.refreshed.wait())
                 await asyncio.wait({refreshed, *ended}, return_when=asyncio.FIRST_COMPLETED)
                 refreshed.cancel()
@@ -362,10 +398,6 @@ def _frame(kind: str, data: Any) -> str:
     return views.dumps({"type": kind, "data": data}).decode()
 
 
-def _json(body: Any) -> Response:
-    return Response(views.dumps(body), media_type="application/json")
-
-
 def install(app: FastAPI, api: Api) -> Dashboard:
     """Mount the dashboard on `app`; it starts and stops with the app, after the gateway."""
     dash = Dashboard(api.gw)
@@ -386,13 +418,13 @@ def install(app: FastAPI, api: Api) -> Dashboard:
 
     @router.get("/dashboard/api/leaderboard", summary="Every team's mark-to-market P&L")
     async def leaderboard() -> Response:
-        return _json({"leaderboard": dash.leaderboard(), "timestamp": views.now_iso()})
+        return views.json_response({"leaderboard": dash.leaderboard(),
+                                    "timestamp": views.now_iso()})
 
     @router.get("/dashboard/api/team", summary="Your team: holdings, orders, fills, P&L path",
-                openapi_extra={"security": [{"APIKeyHeader": []}]})
+                openapi_extra=schemas.SECURED)
     async def own_team(request: Request) -> Response:
-        me = await api.caller(request.headers.get("x-api-key"))
-        return me if isinstance(me, Response) else _json(dash.team_view(me))
+        return await api.authed(request, dash.team_view)  # within the team's request rate
 
     @router.websocket("/ws/public")
     async def public(websocket: WebSocket) -> None:

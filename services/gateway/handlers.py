@@ -1,8 +1,10 @@
 """What each endpoint does, once the caller is authenticated and its body is valid JSON.
 
-Each returns the envelope of API.md. Checks done here are only those the wire needs (a price
-must become whole ticks, a quantity must fit the wire); they use the matcher's codes, messages
-and details. Everything else (instrument, phase, position limits...) is the matcher's call.
+Each returns the envelope of API.md. The checks done here are those that need no state of the
+game: the shape of an order (side, type, a price in whole ticks, the role's size limits), the
+team name, and the team's request rate. They use the matcher's codes, messages and details,
+and the matcher checks the same again. What needs the game's state (instrument, phase,
+positions) is the matcher's call alone.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import secrets
 import unicodedata
 from typing import Any
 
-from common.config import RoleConfig
+from common.bus_client import BusTimeout
+from common.config import ORDER_TYPES, RoleConfig
 from common.messages import (
+    MAX_TEAM_NAME,
+    SIDES,
     AccountQuery,
     AccountReply,
     CancelOrder,
@@ -26,13 +31,11 @@ from common.messages import (
 from common.money import TICKS_PER_UNIT, float_to_ticks
 from services.gateway import views
 from services.gateway.auth import key_hash, new_key
-from services.gateway.bridge import BusTimeout, BusUnavailable
+from services.gateway.bridge import BusUnavailable
 from services.gateway.core import Gateway
-from services.gateway.schemas import MAX_TEAM_NAME, SHORT, OrderRequest, RegisterRequest
+from services.gateway.schemas import SHORT, OrderRequest, RegisterRequest
 
 Body = dict[str, Any]
-SIDES = ("buy", "sell")
-ORDER_TYPES = ("limit", "market")
 BOOK_LEVELS = 5
 
 
@@ -57,14 +60,21 @@ async def ask(gw: Gateway, cmd: Command, request_id: str | None,
     timeout = gw.settings.request_timeout_s
     try:
         return await gw.bridge.command(cmd, timeout)
-    except BusTimeout:
-        return failure(request_id, "PROCESSING_TIMEOUT",
-                       f"The exchange did not answer within {timeout:g} s", {
-                           "timeout_s": timeout, "retry": "resend with the same client_order_id:"
-                           " an order is never placed twice"}, order_id)
-    except BusUnavailable as exc:
+    except (BusTimeout, BusUnavailable) as exc:
+        return unanswered(exc, timeout, request_id, order_id, retry=(
+            "resend with the same client_order_id: an order is never placed twice"))
+
+
+def unanswered(exc: BusTimeout | BusUnavailable, timeout: float, request_id: str | None = None,
+               order_id: str | None = None, **details: Any) -> Body:
+    """A request the exchange did not answer in time (it may have been served), or one the
+    bus could not take (it was not sent)."""
+    if isinstance(exc, BusUnavailable):
         return failure(request_id, "SERVICE_UNAVAILABLE", "The exchange is unavailable",
                        {"reason": str(exc)}, order_id)
+    return failure(request_id, "PROCESSING_TIMEOUT",
+                   f"The exchange did not answer within {timeout:g} s",
+                   {"timeout_s": timeout, **details}, order_id)
 
 
 def refused(request_id: str | None, r: Response) -> Body:
@@ -86,8 +96,9 @@ def team_name(asked: str) -> str | None:
 async def register(gw: Gateway, req: RegisterRequest) -> Body:
     name = team_name(req.team_name)
     if name is None:
-        return failure(req.request_id, "INVALID_TEAM_NAME", "Team names need 1-50 visible "
-                       "characters", {"team_name": req.team_name, "max_length": MAX_TEAM_NAME})
+        return failure(req.request_id, "INVALID_TEAM_NAME",
+                       f"Team names need 1-{MAX_TEAM_NAME} visible characters",
+                       {"team_name": req.team_name, "max_length": MAX_TEAM_NAME})
     key = new_key()
     hashed = key_hash(key)
     answer = await ask(gw, RegisterTeam(team_name=name, role=req.role, key_hash=hashed),
@@ -201,15 +212,11 @@ async def cancel(gw: Gateway, me: TeamInfo, order_id: str) -> Body:
 
 
 async def account(gw: Gateway, me: TeamInfo) -> AccountReply | Body:
+    timeout = gw.settings.request_timeout_s
     try:
-        return await gw.bridge.call(AccountQuery(team_id=me.team_id), AccountReply,
-                                    gw.settings.request_timeout_s)
-    except BusTimeout:
-        return failure(None, "PROCESSING_TIMEOUT", "The exchange did not answer in time",
-                       {"timeout_s": gw.settings.request_timeout_s})
-    except BusUnavailable as exc:
-        return failure(None, "SERVICE_UNAVAILABLE", "The exchange is unavailable",
-                       {"reason": str(exc)})
+        return await gw.bridge.call(AccountQuery(team_id=me.team_id), AccountReply, timeout)
+    except (BusTimeout, BusUnavailable) as exc:
+        return unanswered(exc, timeout)
 
 
 async def orders(gw: Gateway, me: TeamInfo) -> Body:

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
@@ -21,16 +21,14 @@ from common.dbread import read_only_engine
 from common.messages import TeamInfo
 from services.gateway import handlers, schemas, views
 
+if TYPE_CHECKING:
+    from services.gateway.app import Api
+
 log = logging.getLogger(__name__)
 
 Rows = list[dict[str, Any]]
 MAX_LIMIT = 1000
-SECURED: dict[str, Any] = {"security": [{"APIKeyHeader": []}]}
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid API key", "model": schemas.Detail},
-    503: {"description": "The exchange cannot be asked who this key belongs to",
-          "model": schemas.Detail},
-}
+RESPONSES = schemas.documented(401, 503)
 
 OWN_TRADES = text(
     "SELECT trade_id, instrument_id, price, quantity, ts_ns, aggressor, "
@@ -150,54 +148,48 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Instrument = Annotated[str, Query(min_length=1, max_length=64)]
 
 
-def install(app: FastAPI, api: Any, history: History) -> None:
+def install(app: FastAPI, api: Api, history: History) -> None:
     """Routes under /history (your own team, behind your key) and /market (public data,
     still behind a key like every endpoint but registration and health)."""
     caller = Depends(api.key_owner)  # FastAPI runs it before it checks the query: 401 first
 
+    async def serve(request: Request, allowed: frozenset[str], me: TeamInfo,
+                    request_id: str | None, window: tuple[str | None, str | None, int],
+                    key: str, shape: Callable[..., Any], statement: Any, **params: Any) -> Any:
+        """The query's parameters checked, then the read, within the team's request rate."""
+        if bad := _malformed(request, allowed):
+            return bad
+        bounds = _window(*window)
+
+        async def then(_me: TeamInfo) -> handlers.Body:
+            return await _answer(history, request_id, bounds, key, shape, statement, **params)
+        return await api.admitted(me, then, request_id)
+
     def own(path: str, key: str, shape: Callable[..., Any], statement: Any, what: str) -> None:
-        @app.get(path, summary=what, openapi_extra=SECURED, responses=RESPONSES)
+        @app.get(path, summary=what, openapi_extra=schemas.SECURED, responses=RESPONSES)
         async def route(request: Request, me: TeamInfo = caller, since: Since = None,
                         until: Since = None, limit: Limit = 100,
                         request_id: RequestId = None) -> Any:
-            if bad := _malformed(request, OWN_PARAMS):
-                return bad
-            window = _window(since, until, limit)
-
-            async def then(me: TeamInfo) -> handlers.Body:
-                return await _answer(history, request_id, window, key, shape, statement,
-                                     team=me.team_id)
-            return await api.admitted(me, then, request_id)
+            return await serve(request, OWN_PARAMS, me, request_id, (since, until, limit), key,
+                               shape, statement, team=me.team_id)
 
     own("/history/trades", "trades", _trade, OWN_TRADES, "Your trades (side and fee are yours)")
     own("/history/orders", "orders", _order, OWN_ORDERS, "Your orders and their final states")
     own("/history/pnl", "points", _pnl, OWN_PNL, "Your P&L over time (position snapshots)")
 
-    @app.get("/market/trades", summary="Public trades of an instrument", openapi_extra=SECURED,
-             responses=RESPONSES)
+    @app.get("/market/trades", summary="Public trades of an instrument",
+             openapi_extra=schemas.SECURED, responses=RESPONSES)
     async def market_trades(request: Request, instrument_id: Instrument,
                             me: TeamInfo = caller, since: Since = None, until: Since = None,
                             limit: Limit = 100, request_id: RequestId = None) -> Any:
-        if bad := _malformed(request, MARKET_PARAMS):
-            return bad
-        window = _window(since, until, limit)
-
-        async def then(_me: TeamInfo) -> handlers.Body:
-            return await _answer(history, request_id, window, "trades", _trade, PUBLIC_TRADES,
-                                 instrument=instrument_id)
-        return await api.admitted(me, then, request_id)
+        return await serve(request, MARKET_PARAMS, me, request_id, (since, until, limit),
+                           "trades", _trade, PUBLIC_TRADES, instrument=instrument_id)
 
     @app.get("/market/prices", summary="Underlying prices or option fair values over time",
-             openapi_extra=SECURED, responses=RESPONSES)
+             openapi_extra=schemas.SECURED, responses=RESPONSES)
     async def market_prices(request: Request, instrument_id: Instrument, me: TeamInfo = caller,
                             kind: Literal["underlying", "fair_value"] = "underlying",
                             since: Since = None, until: Since = None, limit: Limit = 100,
                             request_id: RequestId = None) -> Any:
-        if bad := _malformed(request, PRICE_PARAMS):
-            return bad
-        window = _window(since, until, limit)
-
-        async def then(_me: TeamInfo) -> handlers.Body:
-            return await _answer(history, request_id, window, "prices", _price, PRICES,
-                                 instrument=instrument_id, kind=kind)
-        return await api.admitted(me, then, request_id)
+        return await serve(request, PRICE_PARAMS, me, request_id, (since, until, limit),
+                           "prices", _price, PRICES, instrument=instrument_id, kind=kind)

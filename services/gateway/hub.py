@@ -34,6 +34,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from common import topics
+from common.bus_client import BusTimeout
 from common.config import GatewayConfig
 from common.messages import (
     AccountQuery,
@@ -52,7 +53,7 @@ from common.messages import (
 from common.money import from_ticks
 from services.gateway import views
 from services.gateway.books import BookMirror
-from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable
+from services.gateway.bridge import Bridge, BusUnavailable
 from services.gateway.ws import INTERNAL, POLICY, TRY_AGAIN, Connection, Session, item
 
 BOOK_CHANGES = (OrderAck, ExecutionReport, CancelAck)  # private events whose command moved a book
@@ -221,7 +222,7 @@ class Hub:
     async def _fresh(self, conn: Connection) -> None:
         try:
             account = await self._consistent_read(conn.team_id)
-        except (BusTimeout, BusUnavailable, TimeoutError) as exc:
+        except (BusTimeout, BusUnavailable) as exc:
             log.warning("no consistent account read for %s: %r", conn.team_id, exc)
             conn.close(TRY_AGAIN, "exchange busy or unavailable; reconnect")
             return
@@ -254,7 +255,7 @@ class Hub:
         False if the connection ended, or if `resuming` and the replay does not reach back to
         the cursor: nothing was delivered then, and the caller falls back to a snapshot."""
         conn.catching_up = True
-        session, topic = conn.session, f"exec.{conn.team_id}"
+        session, topic = conn.session, topics.execs(conn.team_id).decode()
         while conn.closing is None:
             try:
                 reply = await self.bridge.call(

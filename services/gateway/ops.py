@@ -25,9 +25,10 @@ from fastapi.responses import Response as HttpResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import topics
+from common.bus_client import BusTimeout
 from common.messages import Command, DecodeError, Heartbeat, Response, TradePrint
 from services.gateway import schemas, views
-from services.gateway.bridge import Bridge, BusTimeout, BusUnavailable
+from services.gateway.bridge import Bridge, BusUnavailable
 from services.gateway.core import Gateway
 from services.gateway.dbwatch import DbWatch
 from services.gateway.metrics import CONTENT_TYPE, LAG_BUCKETS, Labels, Registry
@@ -115,6 +116,10 @@ class Monitor:
                 kind="counter")
         r.gauge("itg_late_responses_total", "Matcher answers that came after their timeout", (),
                 lambda: [((), float(bridge.counters.get("late_responses", 0)))], kind="counter")
+        r.gauge("itg_foreign_responses_total", "Matcher answers to requests this process never "
+                "made (after a restart, or another gateway with the same id)", (),
+                lambda: [((), float(bridge.counters.get("foreign_responses", 0)))],
+                kind="counter")
         r.gauge("itg_websocket_events_total", "WebSocket session events (slow consumers "
                 "dropped, resumes...)", ("event",),
                 lambda: [((k,), float(v)) for k, v in gw.hub.counters.items()], kind="counter")
@@ -319,11 +324,11 @@ def install(app: FastAPI, gw: Gateway) -> Monitor:
 
     @router.get("/", response_model=schemas.Health, summary="Health and per-service liveness")
     async def root() -> HttpResponse:
-        return HttpResponse(views.dumps(monitor.health()), media_type="application/json")
+        return views.json_response(monitor.health())
 
     @router.get("/health", include_in_schema=False)
     async def health() -> HttpResponse:
-        return HttpResponse(views.dumps(monitor.health()), media_type="application/json")
+        return views.json_response(monitor.health())
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics() -> HttpResponse:

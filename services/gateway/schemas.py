@@ -14,8 +14,9 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from common.messages import MAX_TEAM_NAME
+
 SHORT = 64  # ids, names, client references
-MAX_TEAM_NAME = 50
 # No control characters in text the exchange stores: PostgreSQL refuses NUL outright, and a
 # record it refuses would hold its whole batch back from the database for ever.
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -33,7 +34,7 @@ class RegisterRequest(_Request):
     # combining accents and spaces to trim may make it longer, up to a bound on the work.
     team_name: Annotated[StrictStr, Field(
         min_length=1, max_length=4 * MAX_TEAM_NAME, pattern=PRINTABLE,
-        description="1-50 characters once NFKC-normalised and trimmed")]
+        description=f"1-{MAX_TEAM_NAME} characters once NFKC-normalised and trimmed")]
     role: Annotated[StrictStr, Field(max_length=SHORT, description=(
         "market_maker | hedge_fund | arbitrage | retail (anything else: UNSUPPORTED_ROLE)"))]
     request_id: Short | None = None
@@ -168,3 +169,17 @@ class ValidationErrorItem(BaseModel):
 
 class ValidationErrors(BaseModel):
     detail: list[ValidationErrorItem]
+
+
+# --- the OpenAPI document's shared parts ---
+
+SECURED: dict[str, Any] = {"security": [{"APIKeyHeader": []}]}  # a route that takes X-API-Key
+
+
+def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route may give, by status code."""
+    described = {401: ("Missing or invalid API key", Detail),
+                 413: ("Body larger than the configured limit", Detail),
+                 422: ("Body fails schema validation", ValidationErrors),
+                 503: ("The exchange cannot be asked who this key belongs to", Detail)}
+    return {c: {"description": described[c][0], "model": described[c][1]} for c in codes}

@@ -16,11 +16,12 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import islice, takewhile
 from typing import Any
 
 from common.config import Config
 from common.instruments import Instrument, build_instruments
-from common.messages import AccountReply, ExecutionReport, TeamInfo
+from common.messages import AccountReply, ExecutionReport, OpenOrder, TeamInfo
 from common.money import from_ticks
 from services.gateway.views import iso
 
@@ -44,6 +45,7 @@ class TeamStats:
     # kept as they came and shaped only when a team's page is read: fills come at the
     # exchange's full rate, the page is read now and then
     fills: deque[ExecutionReport] = field(default_factory=lambda: deque(maxlen=FILLS))
+    fills_total: int = 0  # ever appended: a page's place in the fills
 
 
 def fill_row(report: ExecutionReport) -> Data:
@@ -82,18 +84,6 @@ def deltas(positions: Mapping[str, int], delta: Delta,
     return out
 
 
-def quoted_share(account: AccountReply, instruments: Mapping[str, Instrument]) -> float:
-    """Share of the option chain this team quotes on both sides right now."""
-    sides: dict[str, set[str]] = {}
-    for order in account.open_orders:
-        inst = instruments.get(order.instrument_id)
-        if inst is not None and inst.is_option:
-            sides.setdefault(order.instrument_id, set()).add(order.side)
-    options = sum(1 for inst in instruments.values() if inst.is_option)
-    both = sum(1 for s in sides.values() if len(s) == 2)
-    return both / options if options else 0.0
-
-
 def _multiplier(instruments: Mapping[str, Instrument], iid: str) -> int:
     inst = instruments.get(iid)
     return inst.multiplier if inst is not None else 1
@@ -102,19 +92,20 @@ def _multiplier(instruments: Mapping[str, Instrument], iid: str) -> int:
 class Standings:
     def __init__(self, config: Config) -> None:
         self.instruments = build_instruments(config.game)
+        self.options = sum(1 for inst in self.instruments.values() if inst.is_option)
         self.house_ids = [role.upper() for role, rules in config.game.roles.items()
                           if not rules.registrable]
         self.teams: dict[str, TeamStats] = {}
-        self.next_number = 1  # TEAM_nnn ids are handed out in order: the next one to look for
+        # the order changes only with update(): sorted once, not for every row or view asked
+        self._ranking: list[tuple[int | None, TeamStats]] | None = None
 
     def add(self, info: TeamInfo) -> None:
+        self._ranking = None
         stats = self.teams.get(info.team_id)
         if stats is None:
             self.teams[info.team_id] = TeamStats(info)
         else:
             stats.info = info  # a team first seen through its fills gets its name
-        if info.team_id == team_id(self.next_number):
-            self.next_number += 1
 
     def named(self, tid: str) -> bool:
         stats = self.teams.get(tid)
@@ -131,14 +122,17 @@ class Standings:
             stats.edge += (sign * (fair - report.executed_price) * report.executed_quantity
                            * _multiplier(self.instruments, report.instrument_id))
         stats.fills.append(report)
+        stats.fills_total += 1
 
     def update(self, account: AccountReply, mark: Mark, now_s: int) -> None:
         stats = self.teams.get(account.team_id)
         if stats is None or not account.found:
             return
+        self._ranking = None
         stats.account = account
         stats.pnl, stats.unmarked = pnl(account, mark, self.instruments)
-        stats.quoted_sum += quoted_share(account, self.instruments)
+        # the share of the option chain quoted on both sides right now
+        stats.quoted_sum += account.two_sided / self.options if self.options else 0.0
         stats.samples += 1
         if stats.history and stats.history[-1][0] >= now_s:
             stats.history.pop()
@@ -148,11 +142,14 @@ class Standings:
 
     def ranked(self) -> list[tuple[int | None, TeamStats]]:
         """Teams by P&L, best first; the house teams last and unranked."""
+        if self._ranking is not None:
+            return self._ranking
         ordered = sorted((s for s in self.teams.values() if s.account is not None),
                          key=lambda s: (s.info.team_id in self.house_ids, -s.pnl,
                                         s.info.team_id))
-        return [(None if s.info.team_id in self.house_ids else i + 1, s)
-                for i, s in enumerate(ordered)]
+        self._ranking = [(None if s.info.team_id in self.house_ids else i + 1, s)
+                         for i, s in enumerate(ordered)]
+        return self._ranking
 
     def rows(self, mark: Mark, delta: Delta, full: bool = False) -> list[Data]:
         return [{**self.row(stats, mark, delta, full), "rank": rank}
@@ -175,7 +172,7 @@ class Standings:
         if full:  # the team's own view, the operator's: not for other teams to infer from
             row["cash"] = from_ticks(account.cash)
             row["holdings"] = positions
-            row["open_orders"] = len(account.open_orders)
+            row["open_orders"] = account.open_count
         return row
 
     def figures(self, stats: TeamStats, positions: Mapping[str, int], mark: Mark,
@@ -189,8 +186,20 @@ class Standings:
             "delta": {u: round(d, 2) for u, d in by_underlying.items()},
             "delta_usd": dollars, "net_delta_usd": sum(dollars.values(), Decimal(0))}
 
-    def team_view(self, team_id: str, mark: Mark, delta: Delta) -> Data | None:
-        """One team's own page: its row, holdings with marks, open orders, fills, P&L path."""
+    def orders_listed(self, team_id: str) -> bool:
+        """Whether the last account read lists the team's orders (see AccountsQuery)."""
+        stats = self.teams.get(team_id)
+        account = stats.account if stats is not None else None
+        return account is None or len(account.open_orders) == account.open_count
+
+    def team_view(self, team_id: str, mark: Mark, delta: Delta, history_from: int | None = None,
+                  fills_after: int | None = None, orders: list[OpenOrder] | None = None
+                  ) -> Data | None:
+        """One team's own page: its row, holdings with marks, open orders (`orders`, or those
+        of its last account read), fills (newest first) and P&L path. For a page that holds
+        the earlier ones, only the points of the path from second `history_from` on and the
+        fills after its first `fills_after` (fills_total counts them): shaped for every open
+        page each second, an hour of path and 200 fills were most of a view's cost."""
         stats = self.teams.get(team_id)
         if stats is None or stats.account is None:
             return None
@@ -203,23 +212,24 @@ class Standings:
             holdings.append({"instrument_id": iid, "quantity": quantity,
                              "mark": None if ticks is None else from_ticks(ticks),
                              "value": None if value is None else from_ticks(value)})
-        orders = [{"order_id": o.order_id, "instrument_id": o.instrument_id, "side": o.side,
-                   "price": None if o.price is None else from_ticks(o.price),
-                   "quantity": o.quantity, "remaining": o.remaining_quantity,
-                   "time": iso(o.ts_ns)} for o in account.open_orders]
+        rows = [{"order_id": o.order_id, "instrument_id": o.instrument_id, "side": o.side,
+                 "price": None if o.price is None else from_ticks(o.price),
+                 "quantity": o.quantity, "remaining": o.remaining_quantity,
+                 "time": iso(o.ts_ns)} for o in (account.open_orders if orders is None else orders)]
         row = self.row(stats, mark, delta, full=True)
         row["rank"] = next((rank for rank, s in self.ranked() if s is stats), None)
-        return {"team": row, "holdings": holdings,
-                "orders": orders, "fills": [fill_row(r) for r in reversed(stats.fills)],
-                "history": [(t, from_ticks(c)) for t, c in stats.history]}
+        path = stats.history if history_from is None else reversed(
+            list(takewhile(lambda p: p[0] >= history_from, reversed(stats.history))))
+        new = len(stats.fills) if fills_after is None else stats.fills_total - fills_after
+        fills = islice(reversed(stats.fills), min(new, len(stats.fills)))
+        return {"team": row, "holdings": holdings, "orders": rows,
+                "fills": [fill_row(r) for r in fills], "fills_after": fills_after,
+                "fills_total": stats.fills_total,
+                "history": [(t, from_ticks(c)) for t, c in path], "history_from": history_from}
 
     def _is_option(self, iid: str) -> bool:
         inst = self.instruments.get(iid)
         return inst is not None and inst.is_option
-
-
-def team_id(number: int) -> str:
-    return f"TEAM_{number:03d}"
 
 
 def _round2(value: float) -> Decimal:

@@ -12,8 +12,10 @@ from functools import lru_cache
 from typing import Any
 
 import msgspec
+from starlette.responses import Response
 
 from common.messages import (
+    ENVELOPE_FIELDS,
     CancelAck,
     CancelReject,
     DecodeError,
@@ -33,6 +35,11 @@ _JSON = msgspec.json.Encoder(decimal_format="number")
 
 def dumps(obj: Any) -> bytes:
     return _JSON.encode(obj)
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """Encoded by msgspec: FastAPI's own JSON path validates and copies the body first."""
+    return Response(dumps(body), status, media_type="application/json")
 
 
 def iso(ts_ns: int) -> str:
@@ -119,7 +126,6 @@ def private(event: Message) -> tuple[str, Data] | None:
     return None
 
 
-BUS_FIELDS = ("type", "seq", "ts_ns", "epoch")
 # Prices that travel in ticks on the bus, by message type: bots get decimals, like everywhere.
 _TICK_FIELDS: dict[Any, tuple[str, ...]] = {"indicators": ("price",)}
 
@@ -132,7 +138,7 @@ def feed_data(payload: bytes) -> Data | None:
         return None
     if not isinstance(raw, dict):
         return None
-    data = {k: v for k, v in raw.items() if isinstance(k, str) and k not in BUS_FIELDS}
+    data = {k: v for k, v in raw.items() if isinstance(k, str) and k not in ENVELOPE_FIELDS}
     for name in _TICK_FIELDS.get(raw.get("type"), ()):
         if isinstance(data.get(name), int):
             data[name] = from_ticks(data[name])

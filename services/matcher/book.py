@@ -206,9 +206,6 @@ class OrderBook:
     def depth(self, n: int | None) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         return self.bids.depth(n), self.asks.depth(n)
 
-    def level_total(self, side: str, price: int) -> int:
-        return self.side(side).totals.get(price, 0)
-
     def drain_changes(self) -> tuple[tuple[str, int, int], ...]:
         """Levels touched since the last drain, with their new totals (0 = level gone)."""
         changed = self._changed

@@ -104,7 +104,8 @@ class DiskThread:
             except BlockingIOError:
                 pass
         if self.error is not None:
-            raise RuntimeError("the matcher's journal cannot be written") from self.error
+            raise RuntimeError(f"the matcher cannot write its journal or snapshots in "
+                               f"{self._directory}: {self.error}") from self.error
         return self.durable
 
     def close(self) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
+from common.files import fsync_dir
+
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<II")
@@ -44,25 +46,6 @@ def drop_segments_before(directory: Path, seq: int) -> None:
             path.unlink()
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Whole or not at all, and durable on return: temp file, fsync, rename, fsync the dir."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 class JournalWriter:
     """Writes straight to the file descriptor: a failed batch is cut back off the file, where a
     buffered file would keep its unwritten half and write it again when closed."""
@@ -76,10 +59,16 @@ class JournalWriter:
         self._fd, self._size = self._open(first_seq)
 
     def _open(self, first_seq: int) -> tuple[int, int]:
-        fd = os.open(segment_path(self.directory, first_seq),
-                     os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        fsync_dir(self.directory)
-        return fd, os.fstat(fd).st_size
+        path = segment_path(self.directory, first_seq)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fsync_dir(self.directory)
+            size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        self.path = path  # the segment being written, for error messages
+        return fd, size
 
     def append(self, seq: int, ts_ns: int, payload: bytes) -> None:
         self._buf += record_bytes(seq, ts_ns, payload)
@@ -99,7 +88,8 @@ class JournalWriter:
             _write_all(self._fd, self._buf)
             if self.fsync:
                 os.fsync(self._fd)
-        except OSError:
+        except OSError as exc:
+            exc.add_note(f"writing the journal segment {self.path}")  # a descriptor has no name
             self.failed = True
             self._buf = bytearray()  # not clear(): the traceback still holds a view of it
             try:
@@ -113,8 +103,11 @@ class JournalWriter:
     def roll(self, next_seq: int) -> None:
         """Start a new segment at next_seq (called right after a snapshot)."""
         self.commit()
+        # the new segment first: if it cannot be made, the writer keeps its descriptor, and
+        # close() does not close a number that may since have gone to another file or socket
+        fd, size = self._open(next_seq)
         os.close(self._fd)
-        self._fd, self._size = self._open(next_seq)
+        self._fd, self._size = fd, size
 
     def close(self) -> None:
         try:
@@ -208,7 +201,9 @@ def read_journal(directory: Path, after_seq: int = 0) -> Iterator[tuple[int, int
             if seq < expected:
                 continue
             if seq != expected:
-                raise JournalCorrupt(f"{path}: expected seq {expected}, found {seq}")
+                raise JournalCorrupt(
+                    f"{path}: expected seq {expected}, found {seq}: seqs {expected} to "
+                    f"{seq - 1} are in no journal segment, and no intact snapshot covers them")
             yield seq, ts, payload
             expected += 1
         if good != len(data):

@@ -22,7 +22,9 @@ from typing import NamedTuple
 import zmq
 
 from common import topics
+from common.clock import SteadyClock
 from common.feed import not_public
+from common.files import write_durably
 from common.messages import (
     AccountQuery,
     AccountsQuery,
@@ -53,7 +55,6 @@ from services.matcher.journal import (
     read_journal,
     record_bytes,
     repair_tail,
-    write_durably,
 )
 from services.matcher.replay import ReplayRings
 from services.matcher.snapshots import load_latest_snapshot, remove_partial_snapshots
@@ -113,10 +114,11 @@ class MatcherService(Service):
         cfg = self.config.matcher
         self.dir = Path(self.config.data_dir) / "matcher"
         self._lock = _lock(self.dir)
-        self.rings = ReplayRings(cfg.replay_ring, cfg.md_replay_ring)
+        self.rings = ReplayRings(cfg.replay_ring, cfg.md_replay_ring, cfg.replay_total)
         self.records = RecordLink(self, ctx, "matcher", _origin(self.dir))
         self.outbox = self.records.outbox
         self.engine, snapshotted = self._recover()
+        self.clock = SteadyClock()  # command time: never frozen by a wall clock stepped back
         journal = JournalWriter(self.dir, self.engine.last_seq + 1, fsync=cfg.fsync)
         self.disk = open_disk(journal, self.dir, cfg)
         self._batch = 0
@@ -230,7 +232,7 @@ class MatcherService(Service):
 
     def _sequence(self, cmd: Command, payload: bytes, journal: bytearray) -> list[Out]:
         engine = self.engine
-        seq, ts = engine.last_seq + 1, max(time.time_ns(), engine.last_ts + 1)
+        seq, ts = engine.last_seq + 1, self.clock.now_ns(after=engine.last_ts)
         try:
             out = engine.apply(cmd, seq, ts)
         except Exception:
@@ -344,9 +346,9 @@ class MatcherService(Service):
             case ReplayRequest(topic=topic, from_seq=from_seq):
                 return self.rings.replay(topic.encode(), from_seq)
             case AccountQuery(team_id=team_id):
-                return queries.account(engine, team_id)
-            case AccountsQuery():
-                return queries.accounts(engine)
+                return queries.account(engine, team_id, self.clock.now_ns())
+            case AccountsQuery(orders_of=orders_of):
+                return queries.accounts(engine, orders_of)
             case TeamQuery(team_id=team_id, key_hash=key_hash):
                 return queries.team(engine, team_id, key_hash)
         return ErrorReply(message=f"unsupported request {type(request).__name__}")

@@ -1,7 +1,9 @@
 """Atomic state snapshots: write to a temp file, fsync, rename, fsync the directory.
 
 A file is `<crc32 u32>` + payload, so a damaged snapshot is detected and skipped for the
-previous one (whose journal segments are still there).
+previous one (whose journal segments are still there). It is then renamed `*.damaged`: kept
+for a look, and no longer one of the snapshots kept, or the next one written would have
+deleted the intact one (and the journal after it) in its place.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from services.matcher.journal import write_durably
+from common.files import write_durably
 
 log = logging.getLogger(__name__)
 
@@ -47,5 +49,7 @@ def load_latest_snapshot(directory: Path) -> bytes | None:
         data = path.read_bytes()
         if len(data) >= _CRC.size and _CRC.unpack_from(data)[0] == zlib.crc32(data[_CRC.size :]):
             return data[_CRC.size :]
-        log.error("snapshot %s is damaged; trying an older one", path)
+        damaged = path.with_suffix(".damaged")
+        path.rename(damaged)
+        log.error("snapshot %s is damaged (kept as %s); trying an older one", path, damaged.name)
     return None

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from common.config import ORDER_TYPES, GameConfig
 from common.instruments import Instrument
 from common.messages import NewOrder
-from services.matcher.accounts import Account, worst_position
+from services.matcher.accounts import NS_PER_S, Account, worst_position
 
 
 class Reject(NamedTuple):
@@ -77,8 +77,7 @@ class Validator:
         # rate
         current = acct.orders_in_window(ts_ns)
         if current >= role.max_orders_per_s:
-            return Reject("RATE_LIMIT_EXCEEDED", "Order rate limit exceeded",
-                          {"limit": role.max_orders_per_s, "window_s": 1, "current": current})
+            return _rate_reject(acct, role.max_orders_per_s, current, ts_ns)
         # position: worst case with this order fully filled, resting orders included
         buys, sells = acct.open_buy.get(iid, 0), acct.open_sell.get(iid, 0)
         if side == "buy":
@@ -118,6 +117,15 @@ def _market_state(o: NewOrder, phase: str, halted: set[str],
         return Reject("MARKET_CLOSED", f"Market orders need continuous trading, not {phase}",
                       {"phase": phase, "order_type": "market"})
     return None
+
+
+def _rate_reject(acct: Account, limit: int, current: int, ts_ns: int) -> Reject:
+    """As the gateway's own refusal says it (most come from here when a team uses several
+    gateways): the next order may go once the window's oldest orders but limit - 1 are out."""
+    frees = acct.recent[len(acct.recent) - limit] + NS_PER_S - ts_ns
+    return Reject("RATE_LIMIT_EXCEEDED", "Order rate limit exceeded", {
+        "limit": limit, "window_s": 1, "current": current, "scope": "orders",
+        "retry_after_s": round(frees / NS_PER_S, 3)})
 
 
 def _limit_reject(

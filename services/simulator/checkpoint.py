@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import NamedTuple
 import msgspec
 
 from common.config import Config
+from common.files import write_durably
 from common.messages import canonical
 from services.simulator.step import SimStep, build_step, house_teams
 
@@ -49,6 +49,7 @@ class Checkpoint:
     def __init__(self, directory: Path, config: Config) -> None:
         self.path = directory / "checkpoint.pkl"
         self.fingerprint = fingerprint(config)
+        self.failing = False  # the last save failed
 
     def load(self) -> Saved | None:
         """The saved game, or None for a new one (nothing saved, unreadable, another game)."""
@@ -65,10 +66,21 @@ class Checkpoint:
         return saved
 
     def save(self, step: SimStep, speed: float) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".partial")
-        partial.write_bytes(pickle.dumps(Saved(self.fingerprint, step, speed)))
-        os.replace(partial, self.path)  # whole or not at all
+        """A save that fails (a full disk) is logged, once, and the game goes on: the file
+        matters only to a restart, which then resumes from the last save that worked.
+        Stopping the market for it made a restart loop that replayed the same second."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_durably(self.path, pickle.dumps(Saved(self.fingerprint, step, speed)))
+        except OSError as exc:
+            if not self.failing:
+                log.error("simulator: checkpoint not saved (%s); the game goes on, and a "
+                          "restart would resume from the last one saved", exc)
+            self.failing = True
+            return
+        if self.failing:
+            log.warning("simulator: checkpoint saved again at %s", self.path)
+        self.failing = False
 
     def _set_aside(self, why: str) -> None:
         kept = self.path.with_name(f"checkpoint.set-aside-{time.time_ns()}.pkl")

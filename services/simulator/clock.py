@@ -53,11 +53,3 @@ class GameClock:
     def give_back(self, count: int) -> None:
         """Ticks handed out but not run (the caller is holding): they stay due."""
         self.issued -= count
-
-    def seconds_to_next(self, now: float) -> float | None:
-        """Wall seconds until the next tick is due; None while paused."""
-        if self._speed == 0.0:
-            return None
-        wall_per_tick = self.tick_interval_s / self._speed
-        next_at = self._anchor_wall + (self.issued + 1 - self._anchor_tick) * wall_per_tick
-        return max(next_at - now, 0.0)

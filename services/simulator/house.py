@@ -2,8 +2,9 @@
 
 Stateless on purpose: every so often (in game time) the matcher is asked for the house teams'
 resting orders, and those older than the TTL are cancelled. The matcher's answer is the truth,
-so a lost frame or a restart of either side leaves nothing to reconcile. Order ages are wall
-time scaled by the current speed, the matcher's own clock being wall time.
+so a lost frame or a restart of either side leaves nothing to reconcile. Order ages are the
+matcher's time (the answer says what it is) scaled by the current speed: the simulator's own
+clock, on another host or stepped, aged every order at once or none for an hour.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ class HouseSweeper:
             except zmq.Again:  # no matcher: nothing rests there either
                 return
 
-    def on_reply(self, reply: AccountReply, now_ns: int, speed: float) -> None:
+    def on_reply(self, reply: AccountReply, speed: float) -> None:
         if speed <= 0.0 or reply.team_id not in self.teams:
             return
         max_age_ns = self.ttl_s / speed * NS_PER_S
         for order in reply.open_orders:
-            if now_ns - order.ts_ns > max_age_ns:
+            if reply.as_of_ns - order.ts_ns > max_age_ns:
                 self._send(CancelOrder(team_id=reply.team_id, order_id=order.order_id))
                 self.cancelled += 1

@@ -141,11 +141,6 @@ class UnderlyingPath:
         return self._price
 
 
-def draw_jump_magnitude(settings: SimulatorSettings, rng: np.random.Generator) -> float:
-    """A jump size for news that names no magnitude of its own (e.g. operator-injected)."""
-    return float(rng.uniform(settings.jump_min, settings.jump_max))
-
-
 class SpyTracker:
     """SPY = SPX(lagged) / ratio * (1 + eps + eta).
 

@@ -195,7 +195,7 @@ class SimulatorService(FeedService):
                 return
             reply = self.decode_as(payload, AccountReply)
             if reply is not None:
-                self.house.on_reply(reply, time.time_ns(), self.clock.speed)
+                self.house.on_reply(reply, self.clock.speed)
 
     def _drain_trades(self) -> None:
         for _ in range(MAX_DRAIN):

@@ -143,3 +143,12 @@ def test_without_an_admin_key_the_admin_api_is_off(tmp_path: Path) -> None:
         script = ex.http.get("/dashboard/static/vendor/lightweight-charts.standalone."
                              "production.mjs")
         assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+
+
+def test_a_control_for_a_service_that_is_not_running_times_out_naming_it(
+        tmp_path: Path) -> None:
+    with running(tmp_path / "data", gateway={"admin_key": ADMIN, "request_timeout_s": 0.5}
+                 ) as ex:  # no simulator
+        answer = ex.http.post("/admin/speed", json={"speed": 2}, headers=HEADERS).json()
+    assert answer["error"]["code"] == "PROCESSING_TIMEOUT"
+    assert answer["error"]["details"] == {"timeout_s": 0.5, "channel": "sim_rpc"}

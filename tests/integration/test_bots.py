@@ -180,8 +180,10 @@ def test_client_resends_with_the_same_id_and_waits_out_the_rate_limit(game: Game
     assert all(r.ok for r in replies), [r.error for r in replies if not r.ok]
     assert client.counters["rate_limited"] >= 1 and client.gate.limit == 7  # learnt
     ids = [o.client_order_id for o in client.open_orders()]
-    assert len(ids) == 21 == len(set(ids))  # each order placed once
-    assert client.cancel_all() == 21
+    assert len(ids) == len(set(ids))
+    # each order placed once: cancelled now, or filled whole (retail flow sells into bids)
+    cancelled = client.cancel_all()
+    assert cancelled + client.positions().get("SPY_440_PUT", 0) == 21
     client.close()
 
 

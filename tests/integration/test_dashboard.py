@@ -21,13 +21,13 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from common.game_master import rpc_call
 from common.messages import FairValues, FeedSnapshot, SnapshotRequest, UnderlyingTick
 from common.transport import make_socket
 from services.gateway.board import Board
 from services.gateway.service import GatewayService
 from services.launcher import Cluster
 from tests.conftest import wait_for
+from tests.game_master import rpc_call
 from tests.integration.gw import Exchange, Team, running
 
 CHROMIUM = "/usr/bin/chromium"
@@ -278,7 +278,81 @@ def test_the_team_view_shows_its_own_orders_fills_and_pnl(
     expect(page.locator("#fills tbody tr")).to_contain_text("21.50")
     expect(page.locator("#holdings tbody tr", has_text="SPX_4400_CALL")).to_contain_text("-2")
     expect(page.locator("#pnl-chart canvas").first).to_be_visible()
+    last = exchange.register("viewer-3", "hedge_fund").order(
+        "buy", 1, instrument="SPX_4400_CALL")  # the last lot
+    assert last["success"], last["error"]
+    expect(page.locator("#fills tbody tr")).to_have_count(2)  # added on top, the first kept
+    expect(page.locator("#fills tbody tr").first).to_contain_text("21.50")
+    expect(page.locator("#holdings tbody tr", has_text="SPX_4400_CALL")).to_contain_text("-3")
+    expect(page.locator("#orders tbody tr")).to_have_count(0)
     page.screenshot(path=shots / "team.png")
+    assert dash.errors == []
+
+
+def test_the_team_stream_sends_the_path_and_fills_once_then_only_what_is_new(
+        exchange: Exchange) -> None:
+    """Every view carried the whole P&L path and the last 200 fills, shaped again for every
+    open view each refresh: the views' cost and size grew with the game."""
+    # a hedge fund buys: retail's one order a second could refuse the second fill
+    team, buyer = exchange.register("path-reader"), exchange.register("path-buyer", "hedge_fund")
+
+    def fill(price: float) -> None:
+        assert team.order("sell", 1, price, instrument="SPY_430_PUT")["success"]
+        bought = buyer.order("buy", 1, instrument="SPY_430_PUT")
+        assert bought["success"] and bought["data"]["filled_quantity"] == 1, bought["error"]
+
+    fill(3.10)
+    views: list[dict[str, Any]] = []
+    with connect(exchange.ws_base + "/ws/team") as ws:
+        ws.send(json.dumps({"type": "auth", "api_key": team.key}))
+        while len(views) < 12:  # 0.2 s refreshes: a few seconds
+            message = json.loads(ws.recv(timeout=5))
+            if message["type"] == "team" and not message["data"].get("pending"):
+                views.append(message["data"])
+            if len(views) == 6:
+                fill(3.20)
+    whole = exchange.http.get("/dashboard/api/team", headers=team.headers).json()
+    first, later = views[0], views[1:]
+    assert first["history_from"] is None and first["history"]
+    assert first["fills_after"] is None
+    path = {t: pnl for t, pnl in first["history"]}
+    fills = first["fills"]
+    for before, view in zip(views, later, strict=False):
+        assert view["history_from"] == before["history"][-1][0]  # the last point seen on
+        times = [t for t, _ in view["history"]]
+        assert times[0] == view["history_from"] and times == sorted(set(times))
+        path.update({t: pnl for t, pnl in view["history"]})
+        assert view["fills_after"] == before["fills_total"]
+        assert len(view["fills"]) == view["fills_total"] - before["fills_total"]
+        fills = view["fills"] + fills
+    assert len(path) >= 3  # the path grew over the seconds watched...
+    # ...as the gateway keeps it (the last second's point may have been sampled again since)
+    seen = [[t, pnl] for t, pnl in path.items()]
+    assert seen[:-1] == whole["history"][:len(path) - 1]
+    assert seen[-1][0] == whole["history"][len(path) - 1][0]
+    assert [f["price"] for f in fills] == [3.2, 3.1] and fills == whole["fills"]
+
+
+PNL_CHART = """async () => {
+  const { PnlChart } = await import('/dashboard/static/js/charts.js');
+  const box = document.createElement('div');
+  box.style.width = '400px'; box.style.height = '200px';
+  document.body.append(box);
+  const chart = new PnlChart(box, 3);
+  const shown = () => chart.series.data().map((p) => [p.time, p.value]);
+  chart.set([[10, '1.00'], [11, '2.00']]);
+  chart.extend([[11, '3.00'], [12, '4.00']]);  // the last point sampled again, and a new one
+  chart.extend([[9, '9.00']]);  // never backwards
+  const extended = shown();
+  chart.extend([[13, '5'], [14, '6'], [15, '7'], [16, '8']]);
+  return { extended, trimmed: shown() };
+}"""
+
+
+def test_the_team_chart_extends_its_path_and_stays_bounded(dash: Watched) -> None:
+    seen = dash.page.evaluate(PNL_CHART)
+    assert seen["extended"] == [[10, 1], [11, 3], [12, 4]]
+    assert seen["trimmed"] == [[14, 6], [15, 7], [16, 8]]  # 3 kept, as the gateway keeps
     assert dash.errors == []
 
 
@@ -324,6 +398,17 @@ def test_the_spectator_stream_is_public_and_the_team_stream_needs_a_key(
     team: Team = exchange.register("api-reader")
     r = exchange.http.get("/dashboard/api/team", headers=team.headers)
     assert r.status_code == 200 and r.json()["team"]["team_id"] == team.team_id
+    placed = team.order("buy", 1, 1.25, instrument="SPY_440_CALL")["order_id"]
+
+    seen: list[dict[str, Any]] = []
+
+    def counted() -> bool:  # an answer over the team's request rate is a refusal: polled on
+        seen[:] = [exchange.http.get("/dashboard/api/team", headers=team.headers).json()]
+        return bool(seen[0].get("team", {}).get("open_orders"))
+
+    # no page of it is open, so the leaderboard's reads leave its orders out: asked apart
+    wait_for(counted, what="the order counted")
+    assert [o["order_id"] for o in seen[0]["orders"]] == [placed]
 
 
 def test_the_team_tab_keeps_its_key_through_a_gateway_restart(

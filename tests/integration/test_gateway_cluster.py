@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -24,10 +26,10 @@ from tests.integration.gw import Stream, running
 
 
 @contextmanager
-def another_gateway(cluster: Cluster, gw_id: str) -> Iterator[httpx.Client]:
+def another_gateway(cluster: Cluster, gw_id: str, **gateway: Any) -> Iterator[httpx.Client]:
     """A second gateway process-alike: its own id, port and sockets, same bus."""
-    config = make_config(Path(cluster.config.data_dir), gateway={"port": 0, "id": gw_id},
-                         bus={"heartbeat_s": 0.05})
+    config = make_config(Path(cluster.config.data_dir),
+                         gateway={"port": 0, "id": gw_id, **gateway}, bus={"heartbeat_s": 0.05})
     service = GatewayService(config, cluster.ctx)
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
@@ -65,6 +67,27 @@ def test_several_gateways_share_keys_and_route_each_answer_home(tmp_path: Path) 
             stream.close()
 
 
+def test_a_second_gateway_with_the_same_id_is_reported_not_misled(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each gets the other's answers: they must not be taken for its own, and the operator is
+    told once the answers a restart may leave have had their time."""
+    with running(tmp_path / "data", gateway={"id": "gw-a", "request_timeout_s": 0.2}) as ex:
+        alice = ex.register("alice")
+        with another_gateway(ex.cluster, "gw-a", request_timeout_s=0.2) as twin:
+            time.sleep(0.7)  # past the twin's grace of 3 request timeouts (3 x 0.2 s)
+            for i in range(3):
+                assert alice.order("buy", 1, 1.0 + i)["success"]  # through the first one
+                r = twin.post("/exchange/orders", headers=alice.headers, json={
+                    "instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 1,
+                    "price": 2.0 + i}).json()
+                assert r["success"] and r["data"]["status"] == "new"
+            assert len(alice.open_orders()) == 6
+            metrics = twin.get("/metrics").text
+            assert "itg_foreign_responses_total 3\n" in metrics
+            assert "itg_late_responses_total 0\n" in metrics
+        assert caplog.text.count("another gateway runs with gateway.id = 'gw-a'") == 2
+
+
 def test_a_restarted_gateway_still_accepts_every_key(tmp_path: Path) -> None:
     with running(tmp_path / "data") as ex:
         team = ex.register("survivor")
@@ -72,6 +95,28 @@ def test_a_restarted_gateway_still_accepts_every_key(tmp_path: Path) -> None:
             r = fresh.get("/positions", headers=team.headers)
             assert r.json()["data"]["team_id"] == team.team_id
             assert fresh.get("/positions", headers={"X-API-Key": "itg_nope"}).status_code == 401
+
+
+def test_a_joining_gateway_scores_positions_only_once_it_has_read_the_market(
+        tmp_path: Path) -> None:
+    """Its first leaderboard refresh ran before it had read the market (here the last trades:
+    no simulator), so it counted positions at zero, and the team's P&L history kept that."""
+    with running(tmp_path / "data") as ex:
+        maker, taker = ex.register("maker"), ex.register("taker", "retail")
+        assert maker.order("sell", 1, 2.5, instrument="SPY_420_CALL")["success"]
+        assert taker.order("buy", 1, instrument="SPY_420_CALL")["data"]["filled_quantity"] == 1
+        for attempt in range(2):
+            with another_gateway(ex.cluster, f"gw-late{attempt}") as late:
+                samples: list[float] = []
+
+                def sampled(samples: list[float] = samples, late: httpx.Client = late) -> bool:
+                    """No history while pending (or while rate-limited)."""
+                    view = late.get("/dashboard/api/team", headers=maker.headers).json()
+                    samples[:] = [pnl for _, pnl in view.get("history", [])]
+                    return bool(samples)
+
+                wait_for(sampled, what="a first P&L sample")
+                assert samples[0] == 0.02  # the maker's rebate; at a zero mark, 250.02
 
 
 def _hold_matcher(cluster: Cluster, coid: str) -> threading.Event:
@@ -152,6 +197,8 @@ def test_cancels_and_reads_beyond_the_request_rate_are_refused_before_the_matche
         assert matcher.last_seq() == before + 5  # only the admitted ones were journaled
         read = ex.http.get("/history/trades?request_id=mine", headers=team.headers).json()
         assert (read["error"]["code"], read["request_id"]) == ("RATE_LIMIT_EXCEEDED", "mine")
+        view = ex.http.get("/dashboard/api/team", headers=team.headers).json()
+        assert view["error"]["code"] == "RATE_LIMIT_EXCEEDED"  # its own page too
         other = ex.register("quiet")
         assert other.cancel("ORD_00000001")["error"]["code"] == "CANCEL_FAILED"  # per team
         time.sleep(refused["retry_after_s"] + 0.05)
@@ -197,6 +244,36 @@ def test_a_reissued_key_replaces_the_old_one_on_every_gateway(tmp_path: Path) ->
             missing = ex.http.post("/admin/teams/TEAM_999/key", headers=admin).json()
             assert missing["error"]["code"] == "TEAM_NOT_FOUND"
             assert ex.http.post(f"/admin/teams/{team.team_id}/key").status_code == 401
+
+
+def test_a_stream_whose_key_is_reissued_during_its_handshake_is_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reissue closed the team's streams before this one was among them: it streamed on
+    with the revoked key. The handshake is held (the real accept, made slow) over the reissue."""
+    admin = {"X-Admin-Key": "admin-key-for-the-tests-0001"}
+    with running(tmp_path / "data", gateway={"admin_key": admin["X-Admin-Key"]}) as ex:
+        team = ex.register("leaky")
+        held, go = threading.Event(), threading.Event()
+        accept = WebSocket.accept
+
+        async def slow_accept(self: WebSocket, *args: Any, **kw: Any) -> None:
+            if self.url.path == "/ws":
+                held.set()
+                while not go.is_set():
+                    await asyncio.sleep(0.01)
+            await accept(self, *args, **kw)
+
+        monkeypatch.setattr(WebSocket, "accept", slow_accept)
+        opened: list[Stream] = []
+        threading.Thread(target=lambda: opened.append(team.ws()), daemon=True).start()
+        assert held.wait(5)
+        assert ex.http.post(f"/admin/teams/{team.team_id}/key", headers=admin).json()["success"]
+        go.set()
+        wait_for(lambda: opened, what="the handshake")
+        with pytest.raises(ConnectionClosed) as closed:
+            opened[0].next()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert "reissued" in closed.value.rcvd.reason
 
 
 def test_a_gateway_that_lost_a_key_reissue_stops_taking_the_old_key(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from bots.feed import MarketFeed
 from bots.quant_feed import RETRY_BEATS, QuantFeed, Source, book_levels, content
 from common.bus_client import MatcherClient
 from common.config import Config
-from common.game_master import GameMaster
 from common.messages import (
     AccountQuery,
     ForceRegime,
@@ -42,6 +41,7 @@ from services.launcher import Cluster
 from services.matcher.service import MatcherService
 from services.simulator.service import SimulatorService
 from tests.conftest import FAST, make_config, nested
+from tests.game_master import GameMaster
 
 
 def market_config(data_dir: Path, speed: float = 100.0, bus: dict[str, Any] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections import defaultdict
@@ -15,7 +16,6 @@ import zmq
 
 from common import topics
 from common.bus_client import BusTimeout, MatcherClient
-from common.game_master import GameMaster
 from common.messages import (
     ExecutionReport,
     FairValues,
@@ -42,6 +42,7 @@ from services.simulator.checkpoint import Checkpoint
 from services.simulator.service import SimulatorService
 from services.simulator.step import SimStep
 from tests.conftest import make_config, wait_for
+from tests.game_master import GameMaster
 from tests.integration.test_market_feed import market_config
 
 CHANNELS = ("matcher_pub", "matcher_private", "sim_pub", "sim_private", "events_pub",
@@ -318,6 +319,28 @@ def test_a_restarted_simulator_goes_on_with_the_game_where_it_stood(
         assert sim.step.tick == 0 and sim.step.game not in (0, game)
     kept = list((tmp_path / "data" / "simulator").glob("checkpoint.set-aside-*.pkl"))
     assert len(kept) == 1  # the other game's checkpoint is kept, not overwritten
+
+
+def test_a_simulator_that_cannot_save_its_checkpoint_goes_on_with_the_game(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk made every save raise: the simulator died, and each restart replayed the
+    same second. Here the saves fail for real: a directory takes the checkpoint's name."""
+    config = market_config(tmp_path / "data", speed=200.0)
+    path = tmp_path / "data" / "simulator" / "checkpoint.pkl"
+    with Cluster(config, ["simulator"]) as cluster:
+        sim: Any = cluster.services["simulator"]
+        wait_for(path.exists, what="a first save")
+        path.unlink()
+        (path / "in the way").mkdir(parents=True)
+        failed_at = sim.step.tick
+        wait_for(lambda: sim.step.tick >= failed_at + 600, what="the game going on")
+        assert caplog.text.count("checkpoint not saved") == 1  # once, not once a second
+        shutil.rmtree(path)  # space again
+        wait_for(path.is_file, what="a save again")
+        assert "checkpoint saved again" in caplog.text
+        assert cluster._threads["simulator"].is_alive()
+    saved = Checkpoint(path.parent, config).load()
+    assert saved is not None and saved.step.tick >= failed_at + 600
 
 
 def test_a_simulator_that_crashed_resumes_from_a_whole_tick(

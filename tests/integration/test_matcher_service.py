@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
+import msgspec
 import pytest
 
 from common import topics
@@ -69,6 +70,12 @@ def register(client: MatcherClient, name: str, role: str = "market_maker") -> st
     r = client.request(RegisterTeam(team_name=name, role=role, key_hash=f"h-{name}"))
     assert r.ok, r
     return r.result.team_id  # type: ignore[union-attr]
+
+
+def account(client: MatcherClient, team: str) -> AccountReply:
+    """The team's state, without the time of the answer."""
+    reply = client.call(AccountQuery(team_id=team), AccountReply)
+    return msgspec.structs.replace(reply, as_of_ns=0)
 
 
 def order(team: str, side: str, qty: int, price: int, iid: str = "SPX_4500_CALL") -> NewOrder:
@@ -192,14 +199,14 @@ def test_restart_recovers_from_snapshot_and_journal(tmp_path: Path, fsync: bool)
             client.request(order(a if i % 2 else b, "buy" if i % 3 else "sell", 1, 100 + i % 3))
         matcher = cluster.services["matcher"]
         assert isinstance(matcher, MatcherService)
-        before = {t: client.call(AccountQuery(team_id=t), AccountReply) for t in (a, b)}
+        before = {t: account(client, t) for t in (a, b)}
         last_seq, orders = matcher.engine.last_seq, matcher.engine.counters["order"]
         client.close()
     assert len(list(matcher_dir.glob("journal-*.log"))) >= 2
     with Cluster(config, ["matcher"]) as cluster:
         client = MatcherClient(config, cluster.ctx)
         assert client.wait_ready().last_seq == last_seq
-        after = {t: client.call(AccountQuery(team_id=t), AccountReply) for t in (a, b)}
+        after = {t: account(client, t) for t in (a, b)}
         assert after == before
         r = client.request(order(register(client, "c"), "buy", 1, 50))  # a's 1 s window is full
         assert r.order_id == f"ORD_{orders + 1:08d}"
@@ -235,7 +242,7 @@ def test_the_journal_is_kept_back_to_the_oldest_kept_snapshot(
             last = matcher.engine.last_seq
             wait_for(lambda seq=last: seq in snapshot_seqs(matcher_dir), what=f"snapshot {last}")
         wait_for(lambda: segment_seqs(matcher_dir)[-1] > last, what="the segment after it")
-        before = {t: client.call(AccountQuery(team_id=t), AccountReply) for t in (a, b)}
+        before = {t: account(client, t) for t in (a, b)}
         last_seq = matcher.engine.last_seq
         client.close()
     oldest = snapshot_seqs(matcher_dir)[0]
@@ -247,7 +254,7 @@ def test_the_journal_is_kept_back_to_the_oldest_kept_snapshot(
     with Cluster(config, ["matcher"]) as cluster:
         client = MatcherClient(config, cluster.ctx)
         assert client.wait_ready().last_seq == last_seq
-        assert {t: client.call(AccountQuery(team_id=t), AccountReply) for t in (a, b)} == before
+        assert {t: account(client, t) for t in (a, b)} == before
         client.close()
 
 
@@ -334,7 +341,7 @@ def test_a_command_that_breaks_the_engine_stops_the_matcher_unjournaled(
         client.wait_ready()
         a = register(client, "a")
         assert client.request(order(a, "buy", 2, 100)).ok
-        before = client.call(AccountQuery(team_id=a), AccountReply)
+        before = account(client, a)
         client.send(CancelAll(team_id=a))
         wait_for(lambda: "matcher" in cluster._errors, what="the matcher stopping")
         client.close()
@@ -342,7 +349,7 @@ def test_a_command_that_breaks_the_engine_stops_the_matcher_unjournaled(
     with Cluster(config, ["matcher"]) as cluster:
         client = MatcherClient(config, cluster.ctx)
         client.wait_ready()
-        assert client.call(AccountQuery(team_id=a), AccountReply) == before
+        assert account(client, a) == before
         client.close()
 
 

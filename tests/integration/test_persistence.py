@@ -19,7 +19,6 @@ import zmq
 
 from common.bus_client import MatcherClient
 from common.config import Config, load_config
-from common.game_master import GameMaster
 from common.messages import (
     AccountQuery,
     AccountReply,
@@ -37,6 +36,7 @@ from services.launcher import Cluster
 from services.matcher.engine import Engine
 from services.matcher.journal import read_journal
 from tests.conftest import FAST, FAST_TOML, make_config, snapshot_from, wait_for
+from tests.game_master import GameMaster
 
 INSTRUMENTS = ("SPX_4500_CALL", "SPX_4400_PUT", "SPY")
 

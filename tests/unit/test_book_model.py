@@ -425,6 +425,9 @@ class Harness:
                 assert got == want, (iid, side)  # same orders, same priority (FIFO per level)
                 assert engine_side.depth(None) == model.levels(iid, side), (iid, side)
         assert list(engine.live) == [o.order_id for o in model.resting]
+        for team in engine.team_live:  # each team's index: its orders, in the same order
+            assert list(engine.team_live[team]) == [
+                o.order_id for o in model.resting if o.team == team], team
         # Quantity conservation, from the engine's own events.
         for order_id, quantity in self.quantity.items():
             live = engine.live.get(order_id)

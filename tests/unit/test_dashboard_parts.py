@@ -16,7 +16,6 @@ from common.messages import (
     AccountReply,
     ExecutionReport,
     News,
-    OpenOrder,
     SimState,
     TeamInfo,
     TradePrint,
@@ -24,7 +23,7 @@ from common.messages import (
     encode,
 )
 from services.gateway.board import TAPE, TAPE_PER_INSTRUMENT, Board
-from services.gateway.scores import Standings, pnl, quoted_share
+from services.gateway.scores import Standings, pnl
 from tests.conftest import make_config
 
 
@@ -211,7 +210,6 @@ def test_leaderboard_ranks_teams_by_pnl_with_the_house_last(config: Config) -> N
     for tid, role in (("TEAM_001", "market_maker"), ("TEAM_002", "hedge_fund"),
                       ("HOUSE", "house")):
         s.add(team(tid, role))
-    assert s.next_number == 3
     marks = {"SPX_4500_CALL": 5_000}.get
     s.update(AccountReply(team_id="TEAM_001", found=True, cash=100), marks, 1)
     s.update(AccountReply(team_id="TEAM_002", found=True, cash=-500_000,
@@ -228,15 +226,8 @@ def test_leaderboard_ranks_teams_by_pnl_with_the_house_last(config: Config) -> N
 def test_market_maker_figures_quoted_share_and_edge(config: Config) -> None:
     s = Standings(config)
     s.add(team("TEAM_001"))
-    order = dict(client_order_id=None, order_type="limit", quantity=1, remaining_quantity=1,
-                 ts_ns=0)
-    account = AccountReply(team_id="TEAM_001", found=True, open_orders=[
-        OpenOrder(order_id="a", instrument_id="SPX_4500_CALL", side="buy", price=100, **order),
-        OpenOrder(order_id="b", instrument_id="SPX_4500_CALL", side="sell", price=120, **order),
-        OpenOrder(order_id="c", instrument_id="SPY", side="buy", price=100, **order),
-        OpenOrder(order_id="d", instrument_id="SPY", side="sell", price=120, **order)])
+    account = AccountReply(team_id="TEAM_001", found=True, open_count=4, two_sided=1)
     options = sum(1 for i in s.instruments.values() if i.is_option)
-    assert quoted_share(account, s.instruments) == 1 / options  # the underlying is no option
     s.on_fill(ExecutionReport(
         order_id="b", client_order_id=None, team_id="TEAM_001", trade_id="T1",
         instrument_id="SPX_4500_CALL", side="sell", executed_quantity=2, executed_price=120,

@@ -31,9 +31,10 @@ from common.messages import (
     TradePrint,
 )
 from common.records import PositionSnapshotRecord
-from services.matcher import engine
+from services.matcher import engine, queries
 from services.matcher.accounts import NS_PER_S, Account
-from services.matcher.state import state_hash
+from services.matcher.engine import Engine
+from services.matcher.state import capture, decode_state, encode_state, restore, state_hash
 from tests.conftest import Harness, events, make_config
 
 
@@ -155,10 +156,13 @@ def test_rate_limit_counts_accepted_orders_in_a_sliding_second(harness: Harness)
     for i in range(10):
         assert response(harness.order(mm, "buy", 1, 1.00 + i / 100)).ok
     r = response(harness.order(mm, "buy", 1, 2.00))
-    assert (r.code, r.details) == ("RATE_LIMIT_EXCEEDED", {"limit": 10, "window_s": 1,
-                                                           "current": 10})
-    harness.ts += 1_000_000_000
-    assert response(harness.order(mm, "buy", 1, 2.00)).ok
+    # the first of the 10 was 10 steps (ms) before: its slot frees 1 s after it
+    frees_ns = NS_PER_S - 10 * harness.step_ns
+    assert (r.code, r.details) == ("RATE_LIMIT_EXCEEDED", {
+        "limit": 10, "window_s": 1, "current": 10, "scope": "orders", "retry_after_s": 0.99})
+    harness.ts += frees_ns - harness.step_ns - 1  # the order just before
+    assert response(harness.order(mm, "buy", 1, 2.00)).code == "RATE_LIMIT_EXCEEDED"
+    assert response(harness.order(mm, "buy", 1, 2.00)).ok  # and just after
 
 
 @given(st.lists(st.integers(0, NS_PER_S // 3)
@@ -409,6 +413,10 @@ def test_retry_answers_are_kept_for_a_bounded_window_of_ids(
     assert list(harness.engine.coids[mm]) == ["c2", "c3", "c4"]
     again = response(harness.order(mm, "buy", 1, 1.04, client_order_id="c4"))
     assert again.order_id == harness.engine.coids[mm]["c4"].response.order_id
+    monkeypatch.setattr(engine, "COID_WINDOW", 1)  # smaller than the state holds: it shrinks
+    harness.ts += 1_000_000_000
+    assert response(harness.order(mm, "buy", 1, 1.05, client_order_id="c5")).ok
+    assert list(harness.engine.coids[mm]) == ["c5"]
 
 
 def test_a_reissued_key_replaces_the_team_key_and_tells_the_gateways(harness: Harness) -> None:
@@ -423,3 +431,50 @@ def test_a_reissued_key_replaces_the_team_key_and_tells_the_gateways(harness: Ha
         out = harness.apply(refused)
         assert response(out).code == code and not events(out, KeyReissued)
     assert state_hash(harness.engine, sequencing=False) == before
+
+
+def test_every_account_at_once_is_each_account_as_asked_alone(harness: Harness) -> None:
+    """The leaderboard's one query walks the resting orders once for every team."""
+    a, b, c = harness.team("a"), harness.team("b"), harness.team("c")
+    for i, team in enumerate((a, b, a, c, b, a)):
+        harness.order(team, "buy", 1, 1.00 + i / 100)
+    assert len(fills(harness.order(c, "sell", 2, 1.04))) == 2  # a's 1.05 and b's 1.04
+    every = queries.accounts(harness.engine, orders_of=list(harness.engine.accounts))
+    assert every.accounts == [queries.account(harness.engine, t) for t in harness.engine.accounts]
+    assert {r.team_id: len(r.open_orders) for r in every.accounts if r.open_orders} == {
+        a: 2, b: 1, c: 1}
+
+
+def test_the_leaderboard_query_lists_the_orders_of_the_teams_asked_and_counts_all(
+        harness: Harness) -> None:
+    """It listed every resting order of every team, every second, for a figure per team."""
+    a, b = harness.team("a"), harness.team("b")
+    for iid in ("SPX_4500_CALL", "SPY", "SPX_4400_PUT"):  # both sides, but SPY is no option
+        for side, price in (("buy", 1.00), ("sell", 2.00)):
+            harness.order(a, side, 1, price, instrument=iid)
+    harness.order(a, "buy", 1, 1.01, instrument="SPY_440_PUT")
+    assert fills(harness.order(b, "sell", 2, 1.01, instrument="SPY_440_PUT")) == [(1, 101)]
+    harness.order(a, "sell", 1, 2.00, instrument="SPY_440_PUT")  # a quotes one side now
+    every = {r.team_id: r for r in queries.accounts(harness.engine, orders_of=[b]).accounts}
+    assert (every[a].open_count, every[a].two_sided, every[a].open_orders) == (7, 2, [])
+    assert every[b].open_count == 1 and [o.side for o in every[b].open_orders] == ["sell"]
+    alone = queries.account(harness.engine, a)
+    assert (alone.open_count, alone.two_sided, len(alone.open_orders)) == (7, 2, 7)
+
+
+def test_teams_are_found_by_id_and_by_their_current_key_also_after_a_restore(
+        harness: Harness) -> None:
+    """How every gateway learns a key it has not seen (queries.team); a house team has none."""
+    a, b = harness.team("a"), harness.team("b")
+    harness.apply(ReissueKey(gw="t", team_id=b, key_hash="hash-b2"))
+    resumed = Engine(harness.engine.game)
+    restore(resumed, decode_state(encode_state(capture(harness.engine))))
+    for engine_ in (harness.engine, resumed):
+        def found(team_id: str | None = None, key_hash: str | None = None,
+                  e: Engine = engine_) -> str | None:
+            team = queries.team(e, team_id, key_hash).team
+            return team.team_id if team is not None else None
+
+        assert (found(key_hash="hash-a"), found(key_hash="hash-b2"), found(b)) == (a, b, b)
+        assert found(key_hash="hash-b") is None and found(key_hash="") is None
+        assert found("TEAM_999") is None and found("HOUSE") == "HOUSE"

@@ -201,9 +201,9 @@ def test_keys_are_hashed_looked_up_once_and_unknown_ones_cached() -> None:
     assert key.startswith("itg_") and len(key) >= 40 and new_key() != key
     asked: list[str] = []
 
-    async def lookup(hashed: str) -> tuple[TeamInfo, str] | None:
+    async def lookup(hashed: str) -> TeamInfo | None:
         asked.append(hashed)
-        return (TEAM, hashed) if hashed == key_hash(key) else None
+        return TEAM if hashed == key_hash(key) else None
 
     async def run() -> None:
         ring = KeyRing(lookup, size=10, negative_ttl_s=60)
@@ -225,9 +225,9 @@ def test_a_lost_key_reissue_empties_the_key_cache() -> None:
     keys = {key_hash("itg_a"): TEAM, key_hash("itg_b"): other}
     asked: list[str] = []
 
-    async def lookup(hashed: str) -> tuple[TeamInfo, str] | None:
+    async def lookup(hashed: str) -> TeamInfo | None:
         asked.append(hashed)
-        return keys[hashed], hashed
+        return keys[hashed]
 
     async def cached(ring: KeyRing) -> set[str]:
         """The keys served without asking the matcher."""
@@ -255,6 +255,25 @@ def test_a_lost_key_reissue_empties_the_key_cache() -> None:
         assert await cached(ring) == {"itg_a", "itg_b"}
 
     asyncio.run(run())
+
+
+def test_a_reissue_heard_while_a_key_is_looked_up_is_not_undone_by_the_answer() -> None:
+    """The matcher answered before it applied the reissue, and the gateway heard the reissue
+    first: the old key was cached and kept working on that gateway for good."""
+    valid = {key_hash("itg_old"): TEAM}
+    answers: list[TeamInfo | None] = []
+
+    async def lookup(hashed: str) -> TeamInfo | None:
+        answer = valid.get(hashed)  # as the matcher saw it when it answered
+        if not answers:  # the reissue, heard before this answer arrives
+            del valid[hashed]
+            ring.reissued(TEAM.team_id, 1)
+        answers.append(answer)
+        return answer
+
+    ring = KeyRing(lookup, size=10, negative_ttl_s=60)
+    assert asyncio.run(ring.team_for("itg_old")) is None
+    assert answers == [TEAM, None]  # the stale answer was asked again
 
 
 def test_api_shapes_fees_and_prices() -> None:

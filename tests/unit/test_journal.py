@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from services.matcher.journal import (
     drop_segments_before,
     read_journal,
     repair_tail,
+    segment_path,
     segments,
 )
 from services.matcher.snapshots import (
@@ -86,6 +88,37 @@ def test_damage_before_the_tail_stops_recovery(tmp_path: Path) -> None:
         list(read_journal(tmp_path))
 
 
+def test_a_batch_that_cannot_be_written_is_cut_off_and_the_error_names_the_file(
+        tmp_path: Path) -> None:
+    """A real short write: a file size limit (EFBIG), as a full disk gives ENOSPC."""
+    journal = JournalWriter(tmp_path, 1)
+    journal.append(1, 10, b"cmd1")
+    journal.commit()
+    journal.append(2, 20, b"x" * 100_000)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(OSError) as failed:
+            journal.commit()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert failed.value.__notes__ == [f"writing the journal segment {segment_path(tmp_path, 1)}"]
+    journal.append(3, 30, b"cmd3")
+    journal.close()  # a writer that failed writes nothing more
+    assert [s for s, _, _ in read_journal(tmp_path)] == [1]
+
+
+def test_a_segment_that_cannot_be_made_leaves_the_writer_on_its_own(tmp_path: Path) -> None:
+    journal = JournalWriter(tmp_path, 1)
+    journal.append(1, 10, b"cmd1")
+    segment_path(tmp_path, 2).mkdir()  # a real failure to create the file (EISDIR)
+    with pytest.raises(IsADirectoryError):
+        journal.roll(2)
+    journal.close()  # its own descriptor, once (it raised EBADF: closed twice)
+    segment_path(tmp_path, 2).rmdir()
+    assert [s for s, _, _ in read_journal(tmp_path)] == [1]
+
+
 def test_segments_go_only_when_wholly_before_the_seq_asked(tmp_path: Path) -> None:
     write(tmp_path, 1, 50, roll_at=20)
     journal = JournalWriter(tmp_path, 51)  # a third segment, 51.., the live one
@@ -95,6 +128,9 @@ def test_segments_go_only_when_wholly_before_the_seq_asked(tmp_path: Path) -> No
     assert [s for s, _, _ in read_journal(tmp_path, after_seq=49)] == [50]
     drop_segments_before(tmp_path, 10**6)  # the last segment is never dropped
     assert [first for first, _ in segments(tmp_path)] == [51]
+    write(tmp_path, 51, 60)
+    with pytest.raises(JournalCorrupt, match="seqs 1 to 50 are in no journal segment"):
+        list(read_journal(tmp_path))  # from seq 1: no snapshot covers the segments gone
 
 
 def test_a_temp_file_left_by_a_crashed_snapshot_write_is_removed(tmp_path: Path) -> None:
@@ -116,3 +152,9 @@ def test_snapshots_are_atomic_and_a_damaged_one_falls_back(tmp_path: Path) -> No
     newest = tmp_path / "snapshot-00000000000000000012.bin"
     newest.write_bytes(newest.read_bytes()[:-2])
     assert load_latest_snapshot(tmp_path) == b"state-9"
+    # the damaged one is set aside: the next snapshot keeps 9 (and the journal after it), which
+    # recovery would need again if 15 were damaged too
+    assert write_snapshot(tmp_path, 15, b"state-15", keep=2) == 9
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "snapshot-00000000000000000009.bin", "snapshot-00000000000000000012.damaged",
+        "snapshot-00000000000000000015.bin"]

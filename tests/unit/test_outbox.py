@@ -193,14 +193,14 @@ def test_closing_a_long_backlog_keeps_every_record_once_in_order() -> None:
 
 
 def test_a_restarted_producer_numbers_past_its_previous_run(tmp_path: Path) -> None:
-    """Writers keep the first row stored for a (stream, seq): a restarted simulator that
+    """Writers keep the first row stored for a (stream, seq): a restarted producer that
     numbered from 1 again had its new records silently dropped, and acknowledged."""
     config = make_config(tmp_path / "data")
     runs = []
     for _ in range(2):
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
-            link = RecordLink(Service(config, ctx), ctx, "simulator")
+            link = RecordLink(Service(config, ctx), ctx, "events")
             runs.append([link.next_seq() for _ in range(10_000)])
         finally:
             ctx.destroy(linger=0)

@@ -194,7 +194,12 @@ export class MarketChart {
 }
 
 export class PnlChart {
-  constructor(container) {
+  // `keep`: as many points as the gateway keeps per team (scores.HISTORY); a page left open
+  // trims to it each time it holds twice as many.
+  constructor(container, keep = 3600) {
+    this.keep = keep;
+    this.last = -1;  // the time of the last point shown
+    this.added = 0;  // points since the last trim
     this.chart = createChart(container, {
       ...BASE,
       rightPriceScale: { borderColor: '#223142' },
@@ -207,6 +212,23 @@ export class PnlChart {
 
   set(history) {
     this.series.setData(history.map(([time, value]) => ({ time, value: Number(value) })));
+    this.last = history.length ? history[history.length - 1][0] : -1;
+    this.added = 0;
+    this.chart.timeScale().fitContent();
+  }
+
+  // Points from the last one shown on: that one is replaced, the newer ones added.
+  extend(points) {
+    for (const [time, value] of points) {
+      if (time < this.last) continue;  // never backwards (the library would throw)
+      this.series.update({ time, value: Number(value) });
+      if (time > this.last) this.added += 1;
+      this.last = time;
+    }
+    if (this.added > this.keep) {
+      this.series.setData(this.series.data().slice(-this.keep));
+      this.added = 0;
+    }
     this.chart.timeScale().fitContent();
   }
 }

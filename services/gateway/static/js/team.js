@@ -5,6 +5,7 @@ import { el, replaceRows, price, signed, signClass, qty, wallTime, roleName } fr
 
 const $ = (id) => document.getElementById(id);
 const STORE = 'itg.teamKey';
+const FILLS = 200;  // fills kept, as many as the gateway keeps (scores.FILLS)
 
 export class TeamView {
   constructor() {
@@ -84,7 +85,8 @@ export class TeamView {
       cell('fees', view.pending ? '' : signed(t.fees), signClass(t.fees)),
       cell('rank', view.pending ? '' : `#${t.rank ?? '–'}`));
     if (view.pending) return;
-    this.chart.set(view.history);
+    if (view.history_from === null) this.chart.set(view.history);
+    else this.chart.extend(view.history);
     replaceRows($('holdings').tBodies[0], view.holdings.map((h) => el('tr', {},
       el('td', { text: h.instrument_id }), el('td', { class: 'num', text: qty(h.quantity) }),
       el('td', { class: 'num', text: price(h.mark) }),
@@ -94,11 +96,17 @@ export class TeamView {
       el('td', { class: o.side === 'buy' ? 'pos' : 'neg', text: o.side }),
       el('td', { class: 'num', text: price(o.price) }), el('td', { class: 'num', text: o.remaining }),
       el('td', { class: 'num', text: o.quantity }))));
-    replaceRows($('fills').tBodies[0], view.fills.map((f) => el('tr', {},
+    const fills = view.fills.map((f) => el('tr', {},
       el('td', { class: 'dim', text: wallTime(f.time) }), el('td', { text: f.instrument_id }),
       el('td', { class: f.side === 'buy' ? 'pos' : 'neg', text: f.side }),
       el('td', { class: 'num', text: price(f.price) }), el('td', { class: 'num', text: f.quantity }),
       el('td', { class: 'dim', text: f.liquidity }),
-      el('td', { class: 'num ' + signClass(f.fee), text: signed(f.fee) }))));
+      el('td', { class: 'num ' + signClass(f.fee), text: signed(f.fee) })));
+    const body = $('fills').tBodies[0];
+    if (view.fills_after === null) replaceRows(body, fills);
+    else { // the new fills only, newest first: on top, and as many kept as the gateway keeps
+      body.prepend(...fills);
+      while (body.rows.length > FILLS) body.lastElementChild.remove();
+    }
   }
 }

@@ -1,4 +1,5 @@
-"""Game-master controls over the bus, in one place for the admin API and for tools and tests.
+"""Game-master controls straight over the bus, for tests (the admin API has its own, in
+services/gateway/controls.py).
 
 News and regime controls are requests on the events and simulator ROUTERs, answered with a
 ControlReply; halts and phases are matcher commands (journaled), answered with a Response.
@@ -6,6 +7,7 @@ ControlReply; halts and phases are matcher commands (journaled), answered with a
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import TypeVar
 
@@ -29,20 +31,26 @@ from common.messages import (
 from common.transport import make_socket
 
 M = TypeVar("M", bound=Message)
+_IDS = itertools.count(1)  # request ids: unique within the test process
 
 
 def rpc_call(sock: zmq.Socket[bytes], request: Message, kind: type[M], timeout: float) -> M:
-    """One request over a DEALER; a late answer to an earlier request is skipped."""
+    """One request over a DEALER; a late answer to an earlier request is skipped (the ROUTER
+    sends back the frames before the request's, here a request id)."""
     deadline = time.monotonic() + timeout
     # a DEALER with no peer (the service gone) blocks on send: that too within the timeout
     if not sock.poll(int(timeout * 1000) + 1, zmq.POLLOUT):
         raise BusTimeout(f"could not send {type(request).__name__}: nobody to take it")
-    sock.send(encode(request), zmq.NOBLOCK)
+    rid = next(_IDS).to_bytes(8, "big")
+    sock.send_multipart([rid, encode(request)], zmq.NOBLOCK)
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not sock.poll(int(left * 1000) + 1):
             raise BusTimeout(f"no answer to {type(request).__name__} in time")
-        msg = decode(sock.recv())
+        frames = sock.recv_multipart()
+        if len(frames) != 2 or frames[0] != rid:
+            continue
+        msg = decode(frames[1])
         if isinstance(msg, kind):
             return msg
         if isinstance(msg, ErrorReply):
