@@ -71,11 +71,15 @@ COID_WINDOW = 200
 
 
 class Answered(msgspec.Struct, array_like=True, gc=False):
-    """An accepted order's answer, kept for retries, with what was asked (instrument, side,
-    quantity, type, price): a retry asks the same; anything else reusing the id is refused."""
+    """An accepted order's answer, kept for retries: what was asked (instrument, side,
+    quantity, type, price), when it was answered, and the order as it stood then (id, status,
+    filled, remaining, notional). A retry asks the same; anything else reusing the id is
+    refused. Flat, not the Response itself: snapshots hold up to COID_WINDOW of these per team,
+    and 200,000 Responses' named, nested fields were most of a snapshot's time and size."""
 
     order: tuple[str, str, int, str, int | None]
-    response: Response
+    ts_ns: int
+    result: tuple[str, str, int, int, int]
 
 
 class _Topics(dict[str, bytes]):
@@ -174,29 +178,29 @@ class Engine:
 
     def _respond(self, cmd: Command, ok: bool, code: str | None = None, message: str = "",
                  details: dict[str, Any] | None = None, order_id: str | None = None,
-                 result: OrderResult | TeamInfo | None = None) -> Response:
-        """Answer the command's gateway."""
-        ts_ns = self._ts
-        if not cmd.gw:  # no gateway, no reply: the answer is only kept (for client order ids)
-            return Response(ts_ns=ts_ns, req_id=cmd.req_id, ok=ok, code=code, message=message,
-                            details=details, order_id=order_id, result=result)
+                 result: OrderResult | TeamInfo | None = None) -> None:
+        """Answer the command's gateway (none: a command the house sends, answered to no one)."""
+        if not cmd.gw:
+            return
         topic, seqs = self._resp_topic[cmd.gw], self.seqs
         seqs[topic] = seq = seqs.get(topic, 0) + 1
-        response = Response(seq=seq, ts_ns=ts_ns, epoch=self.epoch, req_id=cmd.req_id, ok=ok,
-                            code=code, message=message, details=details, order_id=order_id,
-                            result=result)
-        self.out.append((topic, response))
-        return response
+        self.out.append((topic, Response(
+            seq=seq, ts_ns=self._ts, epoch=self.epoch, req_id=cmd.req_id, ok=ok, code=code,
+            message=message, details=details, order_id=order_id, result=result)))
 
-    def _repeat(self, cmd: Command, original: Response) -> None:
+    def _repeat(self, cmd: NewOrder, original: Answered) -> None:
         """The original answer to a retried order, at its original time: its effects were
         published then (a gateway that waits for market data up to an answer's time must not
         wait for more)."""
         if cmd.gw:
             topic, seqs = self._resp_topic[cmd.gw], self.seqs
             seqs[topic] = seq = seqs.get(topic, 0) + 1
-            self.out.append((topic, msgspec.structs.replace(
-                original, req_id=cmd.req_id, seq=seq, epoch=self.epoch)))
+            order_id, status, filled, remaining, notional = original.result
+            self.out.append((topic, Response(
+                seq=seq, ts_ns=original.ts_ns, epoch=self.epoch, req_id=cmd.req_id, ok=True,
+                order_id=order_id, result=OrderResult(
+                    order_id=order_id, client_order_id=cmd.client_order_id, status=status,
+                    filled_quantity=filled, remaining_quantity=remaining, notional=notional))))
 
     def _to_team(self, team_id: str, event: Event) -> None:
         self._emit(self._exec_topic[team_id], event)
@@ -213,9 +217,9 @@ class Engine:
             if prior.order != _asked(cmd):
                 self._reject(cmd, Reject(
                     "DUPLICATE_CLIENT_ORDER_ID", "client_order_id already used for another order",
-                    {"client_order_id": coid, "order_id": prior.response.order_id}))
+                    {"client_order_id": coid, "order_id": prior.result[0]}))
                 return
-            self._repeat(cmd, prior.response)
+            self._repeat(cmd, prior)
             return
         reject = self.validator.check(cmd, acct, self._ts, self.phase, self.halted,
                                       self.expired)
@@ -273,10 +277,12 @@ class Engine:
             self._cancel_ack(order, remaining, "market_remainder")
         result = _result(order, "cancelled" if market and remaining else None)
         self._records.append(order_record(order, result.status, self._record_seq(), ts))
-        response = self._respond(cmd, ok=True, order_id=order.order_id, result=result)
+        self._respond(cmd, ok=True, order_id=order.order_id, result=result)
         if order.client_order_id is not None:
             answers = self.coids.setdefault(team_id, {})
-            answers[order.client_order_id] = Answered(order=_asked(cmd), response=response)
+            answers[order.client_order_id] = Answered(
+                _asked(cmd), ts, (order.order_id, result.status, result.filled_quantity,
+                                  result.remaining_quantity, result.notional))
             while len(answers) > COID_WINDOW:  # insertion order: the oldest ids go
                 del answers[next(iter(answers))]
 

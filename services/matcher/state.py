@@ -13,13 +13,15 @@ import msgspec
 from msgspec.structs import replace
 
 from common.config import GameConfig
-from common.messages import TradePrint, canonical
+from common.messages import OrderResult, Response, TradePrint, canonical
 from common.records import AnyRecord
 from services.matcher.accounts import Account, Team
 from services.matcher.book import Order
 from services.matcher.engine import Answered, Engine
 
-STATE_VERSION = 2  # 2: client order id answers keep what was asked
+# 2: client order id answers keep what was asked; 3: ... as flat tuples (Answered), not
+# Responses (version 2 is still read, see decode_state)
+STATE_VERSION = 3
 
 
 class EngineState(msgspec.Struct, kw_only=True):
@@ -66,9 +68,7 @@ def _view(engine: Engine) -> EngineState:
     """The state as a struct sharing the engine's live objects: encode it before they change.
 
     The last trades are stored without the epoch they were published under: it names the
-    process, not the state. Retry answers keep theirs (a retry is answered under the current
-    epoch anyway): taking it out of 200,000 of them, at 1,000 teams' full windows of client
-    order ids, was most of a snapshot's time on the matching thread; state_hash ignores it."""
+    process, not the state."""
     return EngineState(
         last_seq=engine.last_seq, last_ts=engine.last_ts, phase=engine.phase,
         halted=sorted(engine.halted), expired=sorted(engine.expired),
@@ -147,9 +147,6 @@ def state_hash(engine: Engine, sequencing: bool = True) -> str:
     """Hash of the whole state; with sequencing=False, of the trading state alone (books,
     accounts, teams, windows), leaving out the seq counters and clock every command advances."""
     state = capture(engine)
-    for answers in state.coids.values():  # the process's epoch is not the state's
-        for coid, answer in answers.items():
-            answers[coid] = replace(answer, response=replace(answer.response, epoch=0))
     if not sequencing:
         state.last_seq = state.last_ts = 0
         state.seqs = {}
@@ -161,4 +158,34 @@ def encode_state(state: EngineState) -> bytes:
 
 
 def decode_state(data: bytes) -> EngineState:
+    """This version's state, or version 2's (a matcher upgraded over its own snapshots)."""
+    if msgspec.msgpack.decode(data, type=_Version).version == 2:
+        return _from_v2(msgspec.msgpack.decode(data, type=_StateV2))
     return msgspec.msgpack.decode(data, type=EngineState)
+
+
+class _Version(msgspec.Struct):
+    version: int = 1
+
+
+class _AnsweredV2(msgspec.Struct, array_like=True):
+    order: tuple[str, str, int, str, int | None]
+    response: Response
+
+
+class _StateV2(EngineState, kw_only=True):
+    coids: dict[str, dict[str, _AnsweredV2]]  # type: ignore[assignment]
+
+
+def _from_v2(old: _StateV2) -> EngineState:
+    coids: dict[str, dict[str, Answered]] = {}
+    for team_id, answers in old.coids.items():
+        coids[team_id] = kept = {}
+        for coid, answer in answers.items():
+            result = answer.response.result
+            assert isinstance(result, OrderResult)  # only accepted orders' answers are kept
+            kept[coid] = Answered(answer.order, answer.response.ts_ns, (
+                result.order_id, result.status, result.filled_quantity,
+                result.remaining_quantity, result.notional))
+    fields = {f: getattr(old, f) for f in EngineState.__struct_fields__}
+    return EngineState(**{**fields, "version": STATE_VERSION, "coids": coids})

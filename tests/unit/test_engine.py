@@ -21,6 +21,7 @@ from common.messages import (
     NewOrder,
     OrderAck,
     OrderReject,
+    OrderResult,
     PriceMark,
     RegisterTeam,
     ReissueKey,
@@ -34,7 +35,15 @@ from common.records import PositionSnapshotRecord
 from services.matcher import engine, queries
 from services.matcher.accounts import NS_PER_S, Account
 from services.matcher.engine import Engine
-from services.matcher.state import capture, decode_state, encode_state, restore, state_hash
+from services.matcher.state import (
+    STATE_VERSION,
+    capture,
+    decode_state,
+    encode_state,
+    restore,
+    snapshot_bytes,
+    state_hash,
+)
 from tests.conftest import Harness, events, make_config
 
 
@@ -412,11 +421,31 @@ def test_retry_answers_are_kept_for_a_bounded_window_of_ids(
         assert response(harness.order(mm, "buy", 1, 1.00 + i / 100, client_order_id=f"c{i}")).ok
     assert list(harness.engine.coids[mm]) == ["c2", "c3", "c4"]
     again = response(harness.order(mm, "buy", 1, 1.04, client_order_id="c4"))
-    assert again.order_id == harness.engine.coids[mm]["c4"].response.order_id
+    assert again.order_id == harness.engine.coids[mm]["c4"].result[0]
     monkeypatch.setattr(engine, "COID_WINDOW", 1)  # smaller than the state holds: it shrinks
     harness.ts += 1_000_000_000
     assert response(harness.order(mm, "buy", 1, 1.05, client_order_id="c5")).ok
     assert list(harness.engine.coids[mm]) == ["c5"]
+
+
+def test_a_version_2_snapshot_is_read_with_its_retry_answers(harness: Harness) -> None:
+    """The file was written by the matcher of STATE_VERSION 2 (Responses kept whole for
+    retries): alpha sold 5 @ 25.50 (a-1), beta bought 3 of them (b-1) and bids 4 @ 25.00 (b-2).
+    An upgraded matcher restarts from its own snapshots."""
+    data = (Path(__file__).parents[1] / "fixtures" / "matcher-state-v2.msgpack").read_bytes()
+    restore(harness.engine, decode_state(data))
+    harness.seq, harness.ts = harness.engine.last_seq, harness.engine.last_ts + 10**9
+    assert harness.engine.books["SPX_4500_CALL"].depth(5) == ([(2500, 4)], [(2550, 2)])
+    again = response(harness.order("TEAM_002", "buy", 3, 25.50, client_order_id="b-1"))
+    assert (again.ok, again.order_id, again.ts_ns) == (True, "ORD_00000002", 1700000001004000000)
+    assert again.result == OrderResult(
+        order_id="ORD_00000002", client_order_id="b-1", status="filled", filled_quantity=3,
+        remaining_quantity=0, notional=7650)
+    reused = response(harness.order("TEAM_001", "buy", 1, 25.50, client_order_id="a-1"))
+    assert reused.code == "DUPLICATE_CLIENT_ORDER_ID"
+    assert reused.details == {"client_order_id": "a-1", "order_id": "ORD_00000001"}
+    assert harness.engine.books["SPX_4500_CALL"].depth(5) == ([(2500, 4)], [(2550, 2)])
+    assert decode_state(snapshot_bytes(harness.engine)).version == STATE_VERSION == 3
 
 
 def test_a_reissued_key_replaces_the_team_key_and_tells_the_gateways(harness: Harness) -> None:
