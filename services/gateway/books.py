@@ -63,6 +63,9 @@ class BookMirror:
         self.on_change = on_change
         self.books: dict[str, Book] = {}
         self.last_trade: dict[str, int] = {}
+        # a trade print's price, shown with its book's change (it comes first, from the same
+        # command): a quote never says "last 128.50" beside the ask that trade took
+        self._printed: dict[str, int] = {}
         self.phase = ""
         self.halted: list[str] = []
         self.expired: list[str] = []
@@ -92,6 +95,7 @@ class BookMirror:
         """Install a snapshot, then the buffered events that are newer than it."""
         self.books = {b.instrument_id: Book(b.bids, b.asks) for b in snap.books}
         self.last_trade = {t.instrument_id: t.price for t in snap.last_trades}
+        self._printed = {}
         self._status(snap.status)
         self._seqs = {t.encode(): n for t, n in snap.seqs.items()}
         self.epoch = snap.epoch
@@ -122,12 +126,13 @@ class BookMirror:
             if book is None:
                 book = self.books[event.instrument_id] = Book()
             book.apply(event.changes)
+            if (price := self._printed.pop(event.instrument_id, None)) is not None:
+                self.last_trade[event.instrument_id] = price
             self.on_change(event.instrument_id)
             if not event.more:  # its command's last book change: the books show all of it
                 self._advance(event.ts_ns)
         elif isinstance(event, TradePrint):
-            self.last_trade[event.instrument_id] = event.price
-            self.on_change(event.instrument_id)
+            self._printed[event.instrument_id] = event.price
         elif isinstance(event, MarketStatus):
             self._status(event)
 

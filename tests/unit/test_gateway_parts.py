@@ -131,8 +131,14 @@ def test_book_mirror_snapshot_buffer_and_gap() -> None:
     assert mirror.books["X"].top(5) == ([(96, 1), (90, 1)], [(101, 4)])
     mirror.feed(b"md.trade.X", encode(TradePrint(trade_id="T", instrument_id="X", price=101,
                                                  quantity=1, aggressor="buy", seq=1, epoch=7)))
-    assert mirror.last_trade["X"] == 101 and changed[-1] == "X"
-    mirror.feed(b"md.book.X", delta(10, [], epoch=8))  # the matcher restarted
+    # the print's book change comes next (same command): until then the last price waits, so
+    # a quote never shows the trade beside the ask it took
+    assert "X" not in mirror.last_trade and mirror.books["X"].top(1)[1] == [(101, 4)]
+    changed.clear()
+    mirror.feed(b"md.book.X", delta(10, [("sell", 101, 3)]))
+    assert mirror.last_trade["X"] == 101 and mirror.books["X"].top(1)[1] == [(101, 3)]
+    assert changed == ["X"]
+    mirror.feed(b"md.book.X", delta(11, [], epoch=8))  # the matcher restarted
     assert not mirror.synced
 
 
