@@ -152,8 +152,9 @@ def test_a_bot_written_for_the_original_api_runs_unchanged(game: Game) -> None:
     body = reg.json()
     assert body["success"] and body["data"]["api_key"].startswith("itg_")
     headers = {"X-API-Key": body["data"]["api_key"], "Content-Type": "application/json"}
-    order = {"instrument_id": "SPX_4500_CALL", "side": "buy", "quantity": 10, "price": 1.0,
-             "request_id": f"req_{time.time()}", "client_order_id": "my_SPX_4500_CALL_buy_1"}
+    # an underlying: retail flow trades options only, and would fill a resting option order
+    order = {"instrument_id": "SPY", "side": "buy", "quantity": 10, "price": 1.0,
+             "request_id": f"req_{time.time()}", "client_order_id": "my_SPY_buy_1"}
     placed = http.post("/exchange/orders", json=order, headers=headers).json()
     assert placed["success"] and placed["order_id"] and placed["request_id"] == order[
         "request_id"]
@@ -197,7 +198,7 @@ def test_async_client_stream_resumes_where_it_left_off(game: Game) -> None:
             # the snapshot first: an order placed before the gateway took it would be in it,
             # and its ack (older than the snapshot) rightly never sent
             await until(lambda: any(m.type == "position_snapshot" for m in seen))
-            placed = await client.place("SPX_4200_PUT", "buy", 2, 0.25)
+            placed = await client.place("SPY", "buy", 2, 0.25)  # no retail flow fills it
             assert placed.ok
             await until(lambda: any(m.type == "new_order_ack" for m in seen))
             await stream.close()  # away: an order is cancelled meanwhile
@@ -205,7 +206,7 @@ def test_async_client_stream_resumes_where_it_left_off(game: Game) -> None:
             resumed = client.stream(handler=seen.append, since=stream.tracker.last)
             await until(lambda: any(m.type == "cancel_ack" for m in seen))
             await resumed.close()
-            book = await client.order_book("SPX_4200_PUT")
+            book = await client.order_book("SPY")
             return {"seqs": [m.seq for m in seen], "types": [m.type for m in seen],
                     "resumes": resumed.tracker.counters["resumes"], "book": book}
 
@@ -213,7 +214,7 @@ def test_async_client_stream_resumes_where_it_left_off(game: Game) -> None:
     assert out["seqs"] == list(range(1, len(out["seqs"]) + 1))  # no gap, no repeat
     assert out["types"][0] == "position_snapshot" and out["types"].count("position_snapshot") == 1
     assert out["resumes"] == 1
-    assert out["book"].instrument_id == "SPX_4200_PUT"
+    assert out["book"].instrument_id == "SPY"
 
 
 async def until(condition: Any, timeout: float = 10.0) -> None:
@@ -232,12 +233,12 @@ def test_market_feed_client_follows_books_prices_and_fair_values(game: Game) -> 
     try:
         assert feed.wait_synced(10)
         client.register("quant-check", "hedge_fund")
-        placed = client.place("SPX_4600_PUT", "sell", 3, 999.99)
+        placed = client.place("SPY", "sell", 3, 999.99)  # retail flow trades options only
         assert placed.ok
 
         def shows_order() -> bool:
             feed.poll(20)
-            return (999.99, 3) in feed.book("SPX_4600_PUT")[1]
+            return (999.99, 3) in feed.book("SPY")[1]
 
         wait_for(shows_order, 10)
         wait_for(lambda: feed.poll(20) is not None and feed.signal("indicators.SPX") is not None)
