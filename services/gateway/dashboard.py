@@ -344,6 +344,8 @@ class Dashboard:
         try:
             while not any(task.done() for task in ended):
                 view = await self.team_view(team, since, fills)
+                if revoked.is_set():  # reissued while the view was read: not for this key
+                    break
                 if view.get("success") is False:  # the exchange did not answer: next time
                     await websocket.send_text(_frame("error", view["error"]))
                 else:

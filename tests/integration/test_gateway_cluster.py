@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from common.messages import Command, KeyReissued, NewOrder
+from services.gateway import handlers
 from services.gateway.service import GatewayService
 from services.launcher import Cluster
 from services.matcher.service import MatcherService
@@ -274,6 +275,49 @@ def test_a_stream_whose_key_is_reissued_during_its_handshake_is_closed(
             opened[0].next()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
         assert "reissued" in closed.value.rcvd.reason
+
+
+def test_a_team_page_whose_key_is_reissued_while_its_view_is_read_gets_no_view(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page's first view asks the matcher for the team's orders. A reissue heard during that
+    wait closed the page only after one more view, read with the revoked key. The account's
+    read is held (the real one, made slow) over the reissue."""
+    admin = {"X-Admin-Key": "admin-key-for-the-tests-0001"}
+    with running(tmp_path / "data", gateway={"admin_key": admin["X-Admin-Key"]}) as ex:
+        team = ex.register("leaky")
+        team.order("buy", 1, 1.00, instrument="SPY")
+
+        def counted() -> bool:  # by a leaderboard read, which lists no orders of pageless teams
+            time.sleep(0.05)  # within the team's request rate
+            view = ex.http.get("/dashboard/api/team", headers=team.headers).json()
+            return bool(view.get("team", {}).get("open_orders"))
+
+        wait_for(counted, what="the order counted")
+        held, go = threading.Event(), threading.Event()
+        account = handlers.account
+
+        async def slow_account(gw: Any, me: Any) -> Any:
+            if not held.is_set():
+                held.set()
+                while not go.is_set():
+                    await asyncio.sleep(0.01)
+            return await account(gw, me)
+
+        monkeypatch.setattr(handlers, "account", slow_account)
+        view = connect(f"{ex.ws_base}/ws/team", close_timeout=2)
+        view.send(json.dumps({"type": "auth", "api_key": team.key}))
+        assert held.wait(5)
+        assert ex.http.post(f"/admin/teams/{team.team_id}/key", headers=admin).json()["success"]
+
+        def old_key_refused() -> bool:
+            time.sleep(0.05)  # within the team's request rate
+            return ex.http.get("/positions", headers=team.headers).status_code == 401
+
+        wait_for(old_key_refused, what="the gateway hearing of the reissue")
+        go.set()
+        with pytest.raises(ConnectionClosed):
+            view.recv(timeout=5)
+        assert view.close_code == 1008 and "reissued" in (view.close_reason or "")
 
 
 def test_a_gateway_that_lost_a_key_reissue_stops_taking_the_old_key(tmp_path: Path) -> None:
