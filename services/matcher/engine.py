@@ -82,6 +82,12 @@ class Answered(msgspec.Struct, array_like=True, gc=False):
     result: tuple[str, str, int, int, int]
 
 
+def answered(asked: tuple[str, str, int, str, int | None], ts_ns: int,
+             result: OrderResult) -> Answered:
+    return Answered(asked, ts_ns, (result.order_id, result.status, result.filled_quantity,
+                                   result.remaining_quantity, result.notional))
+
+
 class _Topics(dict[str, bytes]):
     """Topic per team or gateway id, built on first use (a hit is a plain dict lookup)."""
 
@@ -280,9 +286,7 @@ class Engine:
         self._respond(cmd, ok=True, order_id=order.order_id, result=result)
         if order.client_order_id is not None:
             answers = self.coids.setdefault(team_id, {})
-            answers[order.client_order_id] = Answered(
-                _asked(cmd), ts, (order.order_id, result.status, result.filled_quantity,
-                                  result.remaining_quantity, result.notional))
+            answers[order.client_order_id] = answered(_asked(cmd), ts, result)
             while len(answers) > COID_WINDOW:  # insertion order: the oldest ids go
                 del answers[next(iter(answers))]
 

@@ -17,7 +17,7 @@ from common.messages import OrderResult, Response, TradePrint, canonical
 from common.records import AnyRecord
 from services.matcher.accounts import Account, Team
 from services.matcher.book import Order
-from services.matcher.engine import Answered, Engine
+from services.matcher.engine import Answered, Engine, answered
 
 # 2: client order id answers keep what was asked; 3: ... as flat tuples (Answered), not
 # Responses (version 2 is still read, see decode_state)
@@ -183,9 +183,8 @@ def _from_v2(old: _StateV2) -> EngineState:
         coids[team_id] = kept = {}
         for coid, answer in answers.items():
             result = answer.response.result
-            assert isinstance(result, OrderResult)  # only accepted orders' answers are kept
-            kept[coid] = Answered(answer.order, answer.response.ts_ns, (
-                result.order_id, result.status, result.filled_quantity,
-                result.remaining_quantity, result.notional))
+            if not isinstance(result, OrderResult):  # only accepted orders' answers are kept
+                raise ValueError(f"snapshot version 2: {team_id} {coid!r} has no order result")
+            kept[coid] = answered(answer.order, answer.response.ts_ns, result)
     fields = {f: getattr(old, f) for f in EngineState.__struct_fields__}
     return EngineState(**{**fields, "version": STATE_VERSION, "coids": coids})
